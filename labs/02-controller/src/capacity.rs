@@ -1,0 +1,140 @@
+//! Turning a CSI `CapacityRange` into a concrete volume size.
+
+use lab01_identity::csi::CapacityRange;
+
+use crate::error::{Error, Result};
+
+pub const MIB: i64 = 1 << 20;
+pub const GIB: i64 = 1 << 30;
+/// Smallest volume we create: enough for an ext4 filesystem with a journal.
+pub const MIN_VOLUME_BYTES: i64 = 16 * MIB;
+/// Size when the caller does not say.
+pub const DEFAULT_VOLUME_BYTES: i64 = GIB;
+/// Loop devices and filesystems work in sectors and blocks; we round to 4 KiB.
+const ALIGN: i64 = 4096;
+
+// ANCHOR: capacity-from-range
+/// Picks a size within `range`: at least `required_bytes`, at most
+/// `limit_bytes` (0 means "not set" for both), between our minimum and
+/// `max_bytes`. A range we cannot satisfy is OUT_OF_RANGE; a range that makes
+/// no sense (negative, required > limit) is INVALID_ARGUMENT.
+pub fn from_range(range: Option<&CapacityRange>, max_bytes: i64) -> Result<i64> {
+    let (required, limit) = range.map(|r| (r.required_bytes, r.limit_bytes)).unwrap_or((0, 0));
+    // TODO(lab02): Validate the range and choose the size as described above.
+    // Round up to ALIGN, but never past the limit.
+    // ANCHOR: solution
+    if required < 0 || limit < 0 {
+        return Err(Error::InvalidArgument(format!(
+            "capacity_range must not be negative (required_bytes={required}, limit_bytes={limit})"
+        )));
+    }
+    if limit > 0 && required > limit {
+        return Err(Error::InvalidArgument(format!(
+            "required_bytes {required} is larger than limit_bytes {limit}"
+        )));
+    }
+    if limit > 0 && limit < MIN_VOLUME_BYTES {
+        return Err(Error::CapacityOutOfRange(format!(
+            "limit_bytes {limit} is below the minimum volume size {MIN_VOLUME_BYTES}"
+        )));
+    }
+    if required > max_bytes {
+        return Err(Error::CapacityOutOfRange(format!(
+            "required_bytes {required} is above the maximum volume size {max_bytes}"
+        )));
+    }
+    let wanted = match (required, limit) {
+        (0, 0) => DEFAULT_VOLUME_BYTES,
+        (0, limit) => DEFAULT_VOLUME_BYTES.min(limit),
+        (required, _) => required,
+    };
+    let mut size = wanted.max(MIN_VOLUME_BYTES);
+    size = (size + ALIGN - 1) / ALIGN * ALIGN;
+    if limit > 0 && size > limit {
+        size = limit; // the limit wins over alignment
+    }
+    Ok(size.min(max_bytes))
+    // ANCHOR_END: solution => Err(Error::CapacityOutOfRange("lab02: capacity::from_range is not written yet".into()))
+}
+// ANCHOR_END: capacity-from-range
+
+/// Whether an existing volume's size satisfies `range` (for idempotent creates).
+pub fn fits(capacity: i64, range: Option<&CapacityRange>) -> bool {
+    let (required, limit) = range.map(|r| (r.required_bytes, r.limit_bytes)).unwrap_or((0, 0));
+    capacity >= required && (limit == 0 || capacity <= limit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(required: i64, limit: i64) -> Option<CapacityRange> {
+        Some(CapacityRange { required_bytes: required, limit_bytes: limit })
+    }
+
+    #[test]
+    fn sizes_are_chosen_within_the_range() {
+        let max = 1 << 40;
+        assert_eq!(from_range(None, max).unwrap(), DEFAULT_VOLUME_BYTES);
+        assert_eq!(from_range(range(100 * MIB, 0).as_ref(), max).unwrap(), 100 * MIB);
+        assert_eq!(from_range(range(1, 0).as_ref(), max).unwrap(), MIN_VOLUME_BYTES);
+        assert_eq!(from_range(range(0, 32 * MIB).as_ref(), max).unwrap(), 32 * MIB);
+        assert_eq!(from_range(range(20 * MIB + 1, 0).as_ref(), max).unwrap(), 20 * MIB + 4096);
+        assert_eq!(from_range(range(20 * MIB + 1, 20 * MIB + 2).as_ref(), max).unwrap(), 20 * MIB + 2);
+    }
+
+    #[test]
+    fn impossible_or_nonsensical_ranges_are_errors() {
+        let max = GIB;
+        assert!(matches!(from_range(range(-1, 0).as_ref(), max), Err(Error::InvalidArgument(_))));
+        assert!(matches!(from_range(range(0, -5).as_ref(), max), Err(Error::InvalidArgument(_))));
+        assert!(matches!(from_range(range(2 * GIB, GIB).as_ref(), max), Err(Error::InvalidArgument(_))));
+        assert!(matches!(from_range(range(2 * GIB, 0).as_ref(), max), Err(Error::CapacityOutOfRange(_))));
+        assert!(matches!(from_range(range(i64::MAX, 0).as_ref(), max), Err(Error::CapacityOutOfRange(_))));
+        assert!(matches!(from_range(range(0, MIB).as_ref(), max), Err(Error::CapacityOutOfRange(_))));
+    }
+
+    #[test]
+    fn an_existing_size_fits_when_it_is_inside_the_range() {
+        assert!(fits(GIB, range(GIB, 0).as_ref()));
+        assert!(!fits(GIB, range(2 * GIB, 0).as_ref()));
+        assert!(!fits(GIB, range(0, MIB).as_ref()));
+    }
+}
+
+/// Parses `1Gi`, `512Mi`, `10M`, `4096`: binary (Ki, Mi, Gi, Ti) and decimal
+/// (k, M, G, T) suffixes, like Kubernetes quantities.
+pub fn parse_size(text: &str) -> std::result::Result<i64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: i64 = digits.parse().map_err(|_| format!("{text:?} is not a size such as 1Gi"))?;
+    let factor: i64 = match unit {
+        "" => 1,
+        "k" | "K" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        other => return Err(format!("unknown size unit {other:?} in {text:?}")),
+    };
+    number.checked_mul(factor).ok_or_else(|| format!("{text:?} is too large"))
+}
+
+#[cfg(test)]
+mod parse_size_tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_binary_and_decimal_units() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("1Gi"), Ok(1 << 30));
+        assert_eq!(parse_size("10M"), Ok(10_000_000));
+        assert!(parse_size("1Qi").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999Ti").is_err());
+    }
+}

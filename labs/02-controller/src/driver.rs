@@ -1,0 +1,40 @@
+//! Assembling the lab 02 driver from its parts; lab 03 reuses this.
+
+use lab01_identity::args::DriverArgs;
+use lab01_identity::identity::{IdentityService, PluginCapabilities};
+
+use crate::backend::Backend;
+use crate::capacity::parse_size;
+use crate::controller::ControllerService;
+use crate::topology::TopologyKeys;
+
+/// Flags of a driver that serves the Controller service.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ControllerArgs {
+    #[command(flatten)]
+    pub driver: DriverArgs,
+
+    /// The largest volume CreateVolume accepts (images are sparse, so this
+    /// is a policy, not the backend's free space).
+    #[arg(long, default_value = "1Ti", value_parser = parse_size)]
+    pub max_volume_size: i64,
+}
+
+/// The Controller service over the backend named by the flags.
+pub fn controller_service(args: &ControllerArgs) -> anyhow::Result<ControllerService> {
+    let backend = Backend::open(&args.driver.backend_dir)?;
+    tracing::info!(backend = %args.driver.backend_dir.display(), backend_id = backend.id(), "backend opened");
+    Ok(ControllerService::new(backend, TopologyKeys::for_driver(&args.driver.drivername), args.max_volume_size))
+}
+
+/// Identity for a driver that serves the Controller service. Online expansion
+/// is advertised because ControllerExpandVolume grows a published volume and
+/// the node grows the filesystem while it stays mounted.
+pub fn identity_service(args: &DriverArgs, controller: bool) -> anyhow::Result<IdentityService> {
+    let capabilities = PluginCapabilities {
+        controller_service: controller,
+        accessibility_constraints: true,
+        online_expansion: true,
+    };
+    Ok(IdentityService::new(&args.drivername, env!("CARGO_PKG_VERSION"), capabilities, vec![args.backend_dir.clone()])?)
+}

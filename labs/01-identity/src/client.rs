@@ -32,7 +32,9 @@ pub enum ConnectError {
         endpoint: String,
     },
     /// The gRPC channel could not be set up or the socket refused us.
-    #[error("connecting to {path}: {source}")]
+    // The reason is in `source()`, not repeated here, so error chains
+    // (`{:#}` in anyhow) print it once.
+    #[error("cannot connect to {}", path.display())]
     Transport {
         /// The socket path.
         path: PathBuf,
@@ -54,9 +56,7 @@ pub fn parse_endpoint(endpoint: &str) -> Result<PathBuf, ConnectError> {
     } else if let Some(rest) = trimmed.strip_prefix("unix:") {
         rest
     } else if trimmed.contains("://") || looks_like_scheme(trimmed) {
-        return Err(ConnectError::UnsupportedScheme {
-            endpoint: endpoint.to_string(),
-        });
+        return Err(ConnectError::UnsupportedScheme { endpoint: endpoint.to_string() });
     } else {
         trimmed
     };
@@ -65,9 +65,7 @@ pub fn parse_endpoint(endpoint: &str) -> Result<PathBuf, ConnectError> {
     }
     let path = Path::new(path);
     if !path.is_absolute() {
-        return Err(ConnectError::RelativePath {
-            endpoint: endpoint.to_string(),
-        });
+        return Err(ConnectError::RelativePath { endpoint: endpoint.to_string() });
     }
     Ok(path.to_path_buf())
 }
@@ -77,9 +75,7 @@ fn looks_like_scheme(s: &str) -> bool {
     match s.split_once(':') {
         Some((scheme, _)) => {
             !scheme.is_empty()
-                && scheme
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+                && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
                 && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
         }
         None => false,
@@ -92,10 +88,7 @@ fn looks_like_scheme(s: &str) -> bool {
 /// than on the first RPC.
 pub async fn connect(endpoint: &str) -> Result<Channel, ConnectError> {
     let path = parse_endpoint(endpoint)?;
-    let transport_err = |source| ConnectError::Transport {
-        path: path.clone(),
-        source,
-    };
+    let transport_err = |source| ConnectError::Transport { path: path.clone(), source };
     let connector_path = path.clone();
     Endpoint::try_from("http://[::]:50051")
         .map_err(transport_err)?
@@ -116,10 +109,7 @@ mod tests {
 
     #[test]
     fn accepts_unix_triple_slash() {
-        assert_eq!(
-            parse_endpoint("unix:///tmp/csi.sock").unwrap(),
-            PathBuf::from("/tmp/csi.sock")
-        );
+        assert_eq!(parse_endpoint("unix:///tmp/csi.sock").unwrap(), PathBuf::from("/tmp/csi.sock"));
     }
 
     #[test]
@@ -140,20 +130,14 @@ mod tests {
 
     #[test]
     fn trims_whitespace() {
-        assert_eq!(
-            parse_endpoint("  unix:///tmp/a.sock\n").unwrap(),
-            PathBuf::from("/tmp/a.sock")
-        );
+        assert_eq!(parse_endpoint("  unix:///tmp/a.sock\n").unwrap(), PathBuf::from("/tmp/a.sock"));
     }
 
     #[test]
     fn rejects_tcp_and_other_schemes() {
         for e in ["tcp://127.0.0.1:10000", "http://localhost:50051", "tcp:1.2.3.4:5", "dns:///host"] {
             let err = parse_endpoint(e).unwrap_err();
-            assert!(
-                matches!(err, ConnectError::UnsupportedScheme { .. }),
-                "{e}: {err:?}"
-            );
+            assert!(matches!(err, ConnectError::UnsupportedScheme { .. }), "{e}: {err:?}");
             assert!(err.to_string().contains("unix"), "message should say what to use: {err}");
         }
     }
@@ -161,10 +145,7 @@ mod tests {
     #[test]
     fn rejects_relative_paths() {
         for e in ["unix://csi.sock", "unix:csi.sock", "csi.sock", "./csi.sock"] {
-            assert!(
-                matches!(parse_endpoint(e), Err(ConnectError::RelativePath { .. })),
-                "{e}"
-            );
+            assert!(matches!(parse_endpoint(e), Err(ConnectError::RelativePath { .. })), "{e}");
         }
     }
 
@@ -179,9 +160,7 @@ mod tests {
     async fn connect_to_missing_socket_fails() {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("nobody-home.sock");
-        let err = connect(&format!("unix://{}", sock.display()))
-            .await
-            .unwrap_err();
+        let err = connect(&format!("unix://{}", sock.display())).await.unwrap_err();
         assert!(matches!(err, ConnectError::Transport { .. }), "{err:?}");
     }
 }

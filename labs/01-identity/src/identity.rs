@@ -69,7 +69,7 @@ impl IdentityService {
 /// both ends, and only alphanumerics, `-` and `.` in between. Kubernetes uses
 /// the name as a key in CSINode, CSIDriver and PV objects.
 pub fn validate_driver_name(name: &str) -> Result<(), Error> {
-    let fail = |reason| Err(Error::InvalidDriverName { name: name.to_owned(), reason });
+    let fail = |reason: &'static str| Err::<(), _>(Error::InvalidDriverName { name: name.to_owned(), reason });
     // TODO(lab01): Reject names that break the spec's rule (length, first and
     // last character, allowed characters). Hint: `char::is_ascii_alphanumeric`.
     // ANCHOR: solution

@@ -10,7 +10,7 @@ pub const MAX_ID_LEN: usize = 128;
 /// backend, so only a safe alphabet is allowed: letters, digits, `.`, `_` and
 /// `-`, not starting with `.`. That rules out `/`, `..` and NUL bytes.
 pub fn id<'a>(what: &str, value: &'a str) -> Result<&'a str> {
-    let invalid = |reason: &str| Err(Error::InvalidArgument(format!("{what} {value:?} {reason}")));
+    let invalid = |reason: &str| Err::<&str, _>(Error::InvalidArgument(format!("{what} {value:?} {reason}")));
     // TODO(lab02): Reject empty and over-long ids, and any character outside
     // `[A-Za-z0-9._-]`; also reject a leading `.` (hidden files, `..`).
     // ANCHOR: solution

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 /// A staging or target path must be absolute, must not be `/`, and must not
 /// contain `.` or `..` components or NUL bytes.
 pub fn host_path(what: &str, value: &str) -> Result<PathBuf> {
-    let invalid = |reason: &str| Err(Error::InvalidArgument(format!("{what} {value:?} {reason}")));
+    let invalid = |reason: &str| Err::<PathBuf, _>(Error::InvalidArgument(format!("{what} {value:?} {reason}")));
     // TODO(lab03): Reject empty, relative and root paths, NUL bytes, and any
     // `.` or `..` component (`Path::components`).
     // ANCHOR: solution

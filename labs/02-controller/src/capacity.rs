@@ -102,39 +102,3 @@ mod tests {
     }
 }
 
-/// Parses `1Gi`, `512Mi`, `10M`, `4096`: binary (Ki, Mi, Gi, Ti) and decimal
-/// (k, M, G, T) suffixes, like Kubernetes quantities.
-pub fn parse_size(text: &str) -> std::result::Result<i64, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let number: i64 = digits.parse().map_err(|_| format!("{text:?} is not a size such as 1Gi"))?;
-    let factor: i64 = match unit {
-        "" => 1,
-        "k" | "K" => 1_000,
-        "M" => 1_000_000,
-        "G" => 1_000_000_000,
-        "T" => 1_000_000_000_000,
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        "Ti" => 1 << 40,
-        other => return Err(format!("unknown size unit {other:?} in {text:?}")),
-    };
-    number.checked_mul(factor).ok_or_else(|| format!("{text:?} is too large"))
-}
-
-#[cfg(test)]
-mod parse_size_tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes_parse_with_binary_and_decimal_units() {
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("1Gi"), Ok(1 << 30));
-        assert_eq!(parse_size("10M"), Ok(10_000_000));
-        assert!(parse_size("1Qi").is_err());
-        assert!(parse_size("-1").is_err());
-        assert!(parse_size("99999999999Ti").is_err());
-    }
-}

@@ -1,10 +1,9 @@
 //! Assembling the lab 02 driver from its parts; lab 03 reuses this.
 
-use lab01_identity::args::DriverArgs;
+use lab01_identity::args::{parse_size, DriverArgs};
 use lab01_identity::identity::{IdentityService, PluginCapabilities};
 
 use crate::backend::Backend;
-use crate::capacity::parse_size;
 use crate::controller::ControllerService;
 use crate::topology::TopologyKeys;
 

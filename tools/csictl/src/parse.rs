@@ -7,44 +7,7 @@ use lab01_identity::csi::volume_capability::access_mode::Mode;
 use lab01_identity::csi::volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume};
 use lab01_identity::csi::{Topology, VolumeCapability};
 
-/// Parses a size such as `1Gi`, `512Mi`, `10M`, `4096` or `2GiB` into bytes.
-///
-/// Binary suffixes (`Ki`, `Mi`, `Gi`, `Ti`, `Pi`) are powers of 1024, decimal
-/// ones (`k`/`K`, `M`, `G`, `T`, `P`) powers of 1000, as in Kubernetes
-/// quantities. A trailing `B` is tolerated (`1GiB`, `10MB`).
-pub fn parse_size(input: &str) -> Result<i64, String> {
-    let s = input.trim();
-    let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, suffix) = s.split_at(digits_end);
-    if number.is_empty() {
-        return Err(format!("invalid size {input:?}: expected a number such as 1Gi, 512Mi or 4096"));
-    }
-    let suffix = suffix.trim_start();
-    let suffix = suffix.strip_suffix('B').filter(|s| !s.is_empty()).unwrap_or(suffix);
-    let multiplier: i64 = match suffix {
-        "" | "B" => 1,
-        "k" | "K" => 1_000,
-        "M" => 1_000_000,
-        "G" => 1_000_000_000,
-        "T" => 1_000_000_000_000,
-        "P" => 1_000_000_000_000_000,
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        "Ti" => 1 << 40,
-        "Pi" => 1 << 50,
-        other => {
-            return Err(format!(
-                "invalid size {input:?}: unknown unit {other:?} (use Ki, Mi, Gi, Ti, k, M, G, T or none)"
-            ));
-        }
-    };
-    number
-        .parse::<i64>()
-        .ok()
-        .and_then(|n| n.checked_mul(multiplier))
-        .ok_or_else(|| format!("invalid size {input:?}: too large"))
-}
+pub use lab01_identity::args::parse_size;
 
 /// Parses `key=value`. The value may itself contain `=`; the key may not be empty.
 pub fn parse_kv(input: &str) -> Result<(String, String), String> {

@@ -19,7 +19,7 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     set -eu; \
-    bins="csi-lab01 csi-lab02 csi-lab03 csi-registrar kubelet-sim csictl"; \
+    bins="csi-lab01 csi-lab02 csi-lab03 csi-registrar kubelet-sim csictl csi-provisioner-rs local-provisioner flex-workshop csi-migrate"; \
     args=""; \
     for b in $bins; do args="$args --bin $b"; done; \
     cargo build --release --locked $args; \

@@ -1,0 +1,301 @@
+#!/usr/bin/env bash
+# labs/06-migration/check.sh [WORKSPACE] [--stages LIST] [--cluster kind|existing|none] [--keep]
+#
+# The instructor check of lab 06 (FlexVolume, and moving its PVs to CSI).
+# WORKSPACE is the root of a trainee's copy (`cargo run -p xtask -- starter
+# 06 --out DIR`); without it, this repository's finished code is graded.
+#
+#   build      the lab's crate (flex-workshop, csi-migrate) compiles
+#   tests      unit tests; tests/migration.rs (csi-migrate against a faked
+#              API: dry run, full run, resume after every step, refusal,
+#              rollback, checksums); tests/flex.rs (the call-out protocol;
+#              its mount tests need root); tests/adopt.rs (root: the lab 03
+#              driver stages a volume Flex wrote, without reformatting)
+#   local      flex-workshop driven as kubelet drives it: init, unknown
+#              calls, malformed options; as root a block and a file volume
+#              mounted, written, unmounted, nothing left behind
+#   manifests  every kustomization under deploy/ renders
+#   cluster    the driver (lab 04) and the Flex driver installed; a legacy
+#              app on two Flex PVs writes markers; csi-migrate --dry-run,
+#              a run stopped after step 6, resumed by the in-cluster Job;
+#              the app runs on CSI PVs with the same markers; Flex removed
+#
+# csi-migrate --dry-run needs an API server: without a cluster it is graded
+# by tests/migration.rs only. Not root: the root-only steps are SKIPPED.
+# The hints name sections of the chapter book/src/labs/06-migration.md.
+# shellcheck disable=SC2034 # read by check-lib.sh
+CHECK_STAGES_ALL=build,tests,local,manifests,cluster
+# shellcheck source=labs/check-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../check-lib.sh"
+check_init "$@"
+
+PKG=lab06-migration
+CH="chapter Lab 06"
+
+NO_ROOT=''
+if ((EUID != 0)); then
+  NO_ROOT='needs root (loop devices, mkfs and mounts)'
+elif [[ ! -e /dev/loop-control ]]; then
+  NO_ROOT='needs /dev/loop-control (no loop device support; try modprobe loop)'
+elif ! PATH=$PATH:/usr/sbin:/sbin command -v mkfs.ext4 >/dev/null; then
+  NO_ROOT='needs mkfs.ext4 (install e2fsprogs)'
+fi
+rcheck() { if [[ -z $NO_ROOT ]]; then check "$@"; else skip "$1" "$NO_ROOT"; fi; }
+rcheck_output() { if [[ -z $NO_ROOT ]]; then check_output "$@"; else skip "$1" "$NO_ROOT"; fi; }
+
+# ------------------------------------------------------------------ build
+if stage build "compile the lab"; then
+  check "cargo build -p $PKG --all-targets" \
+    "the starter compiles as generated: read the first compiler error (cargo build -p $PKG) and undo the change that caused it" \
+    ws_cargo build -p "$PKG" --all-targets
+fi
+
+# ------------------------------------------------------------------ tests
+if stage tests "the lab's tests"; then
+  check "unit tests: cargo test -p $PKG --lib" \
+    "flex::parse_options, plan::next_step and plan::to_csi_pv are yours to write ($CH, Steps 1, 4 and 5)" \
+    ws_cargo test -p "$PKG" --lib --no-fail-fast
+  check "migration tests: tests/migration.rs (a faked API server)" \
+    "each test names a promise: no writes on --dry-run, resume after any step, refuse a claim in use ($CH, Steps 4-5)" \
+    ws_cargo test -p "$PKG" --test migration --no-fail-fast
+  if [[ -n $NO_ROOT ]]; then
+    note "tests/flex.rs: its mount tests print SKIP ($NO_ROOT); the protocol tests run"
+  fi
+  check "call-out protocol tests: tests/flex.rs" \
+    "flex-workshop replies with one JSON object; mount uses loopdev, fs::ensure_formatted and mount from lab 03 ($CH, Steps 1-2)" \
+    ws_cargo test -p "$PKG" --test flex --no-fail-fast
+  rcheck "adoption test: tests/adopt.rs (root: the CSI driver stages a Flex volume)" \
+    "the lab 03 driver must stage an existing ext4 image without mkfs ($CH, Step 6)" \
+    ws_cargo test -p "$PKG" --test adopt --no-fail-fast
+fi
+
+# ------------------------------------------------------------------ local
+# flex CALL...: runs flex-workshop as kubelet does; prints the reply and
+# `exit=N`, and always succeeds, so the regex decides.
+flex() {
+  local rc=0
+  FLEX_WORKSHOP_STATE_DIR=$W/flex-state "$(bin flex-workshop)" "$@" || rc=$?
+  echo "exit=$rc"
+}
+
+cleanup_host() {
+  local dir=$1 m dev
+  findmnt --list --noheadings --output TARGET | grep "^$dir/" | tac | while read -r m; do
+    umount "$m" 2>/dev/null || umount -l "$m"
+  done
+  losetup --list --noheadings --output NAME,BACK-FILE |
+    awk -v d="$dir/" 'index($2, d) == 1 { print $1 }' |
+    while read -r dev; do losetup -d "$dev"; done
+  return 0
+}
+_l6_create_volumes() {
+  "$(bin flex-workshop)" create-volume --id v-block --type block --size 64Mi --backend-dir "$B" &&
+    "$(bin flex-workshop)" create-volume --id v-file --type file --backend-dir "$B"
+}
+# Mount the block volume somewhere else and read what the first pod wrote.
+_l6_remount_and_read() {
+  flex mount "$W/pods/p2/v-block" "{\"volumeId\":\"v-block\",\"backendDir\":\"$B\"}" >/dev/null
+  cat "$W/pods/p2/v-block/hello.txt"
+}
+# The image holds ext4; asking for xfs must fail (and never reformat).
+_l6_wrong_fs_type() {
+  flex unmount "$W/pods/p2/v-block" >/dev/null
+  flex mount "$W/pods/p3/v-block" "{\"volumeId\":\"v-block\",\"backendDir\":\"$B\",\"kubernetes.io/fsType\":\"xfs\"}"
+}
+mounts_under() { findmnt --list --noheadings --output TARGET | grep -c "^$1/" || true; }
+loops_under() { losetup --list --noheadings --output BACK-FILE | grep -c "^$1/" || true; }
+
+if stage local "flex-workshop called as kubelet calls it"; then
+  W=$(realpath "$LOG_DIR")
+  B=$W/backend
+  if [[ ! -x $(bin flex-workshop) ]]; then
+    check "flex-workshop is built" "run the build stage first" test -x "$(bin flex-workshop)"
+  else
+    [[ -n $NO_ROOT ]] || on_exit "cleanup_host '$W'"
+    check_output "flex init: Success, attach false" \
+      "init must print {\"status\":\"Success\",\"capabilities\":{\"attach\":false}} ($CH, Step 1)" \
+      '^\{"status":"Success","capabilities":\{"attach":false\}\}$' flex init
+    check_output "flex getvolumename: Not supported, exit 0" \
+      "calls we do not implement answer Not supported with exit code 0 ($CH, Step 1)" \
+      '"status":"Not supported".*' flex getvolumename '{}'
+    check_output "flex attach: Not supported (no attach: the controller side needs no binary)" \
+      "with attach:false kubelet never calls attach; answer Not supported anyway ($CH, Step 1)" \
+      '^exit=0$' flex attach '{}' node-a
+    check_output "flex mount with malformed JSON: Failure, exit 1" \
+      "parse_options turns bad JSON into FlexError::MalformedOptions ($CH, Step 1)" \
+      '^exit=1$' flex mount "$W/pods/x" '{not json'
+    check_output "flex mount without volumeId: Failure naming the option" \
+      "volumeId is the one required option ($CH, Step 1)" \
+      '"status":"Failure","message":"option \\"volumeId\\" is required' flex mount "$W/pods/x" '{"type":"block"}'
+    check_output "flex mount of an unknown volume: Failure, nothing created" \
+      "Flex volumes are pre-provisioned: an unknown id is a Failure ($CH, Step 2)" \
+      'does not exist in the backend' flex mount "$W/pods/x" "{\"volumeId\":\"nope\",\"backendDir\":\"$W\"}"
+    check_output "flex-workshop create-volume: a 64 MiB block and a file volume" \
+      "create-volume uses lab 02's Backend::create ($CH, Step 2)" \
+      'volume v-file created' _l6_create_volumes
+    rcheck_output "flex mount block: loop device, mkfs.ext4 (blank), mount" \
+      "mount_image: loopdev::attach, fs::ensure_formatted, mount::mount_device ($CH, Step 2)" \
+      '^\{"status":"Success"' flex mount "$W/pods/p1/v-block" "{\"volumeId\":\"v-block\",\"type\":\"block\",\"backendDir\":\"$B\",\"kubernetes.io/fsType\":\"ext4\",\"kubernetes.io/readwrite\":\"rw\"}"
+    rcheck_output "findmnt: ext4 on a loop device at the mount dir" \
+      "Success was answered but nothing is mounted ($CH, Step 2)" \
+      '^/dev/loop[0-9]+ +ext4$' findmnt --noheadings --output SOURCE,FSTYPE --mountpoint "$W/pods/p1/v-block"
+    rcheck "the pod writes into the block volume" "the mount must be writable" \
+      sh -c "echo 'written through flex' > '$W/pods/p1/v-block/hello.txt'"
+    rcheck_output "flex mount file: a bind mount of the data directory" \
+      "file volumes: mount::bind_mount of <backend>/volumes/<id>/data ($CH, Step 2)" \
+      '^\{"status":"Success"' flex mount "$W/pods/p1/v-file" "{\"volumeId\":\"v-file\",\"type\":\"file\",\"backendDir\":\"$B\"}"
+    rcheck_output "flex unmount block: unmounted, loop device detached" \
+      "unmount reads the mount record to find the loop device ($CH, Step 2)" \
+      '^\{"status":"Success"' flex unmount "$W/pods/p1/v-block"
+    rcheck_output "flex unmount file" "unmount is the same for both kinds" \
+      '^\{"status":"Success"' flex unmount "$W/pods/p1/v-file"
+    rcheck_output "flex unmount again: Success (idempotent)" \
+      "kubelet retries: an unmounted dir is not an error ($CH, Step 2)" \
+      'was not mounted' flex unmount "$W/pods/p1/v-block"
+    rcheck_output "flex mount block again: the file is still there (no reformat)" \
+      "fs::ensure_formatted formats only blank devices ($CH, Step 2)" \
+      '^written through flex$' _l6_remount_and_read
+    rcheck_output "flex mount with the wrong fsType fails and leaves nothing" \
+      "a failed mount must undo its loop device ($CH, Step 2)" \
+      '^exit=1$' _l6_wrong_fs_type
+    rcheck_output "nothing mounted under the temporary directory" \
+      "every unmount must unmount what mount mounted ($CH, Step 2)" '^0$' mounts_under "$W"
+    rcheck_output "no loop device backed by a file under the temporary directory" \
+      "unmount (and a failed mount) must detach the loop device ($CH, Step 2)" '^0$' loops_under "$W"
+  fi
+  check_output "csi-migrate --help lists --dry-run, --stop-after-step and --rollback" \
+    "the flags of the chapter's runbook ($CH, Step 5)" \
+    'stop-after-step' "$(bin csi-migrate)" --help
+  skip "csi-migrate --dry-run against an API server" "needs a cluster: covered by tests/migration.rs here and by the cluster stage"
+fi
+
+# ------------------------------------------------------------------ manifests
+if stage manifests "the manifests render"; then
+  for k in flex-install flex-uninstall legacy migrate; do
+    check "kubectl kustomize deploy/$k" \
+      "a kustomization must render: read kubectl's message" \
+      kubectl kustomize "$CHECK_DIR/deploy/$k"
+  done
+fi
+
+# ------------------------------------------------------------------ cluster
+MIG=$CHECK_DIR/deploy
+
+# The two markers the legacy app wrote, as one string.
+_l6_markers() { kubectl -n legacy exec deploy/writer -- cat /data/block/marker.txt /data/file/marker.txt; }
+_l6_pv_driver() { kubectl get pv "$1" -o jsonpath='{.spec.flexVolume.driver}{.spec.csi.driver}{"\n"}'; }
+_l6_migrate() { "$(bin csi-migrate)" --journal-namespace "$CLUSTER_NAMESPACE" --timeout 300 "$@"; }
+_l6_stopped_after_6() {
+  local rc=0
+  _l6_migrate --drain --stop-after-step 6 || rc=$?
+  echo "exit=$rc"
+}
+_l6_driver_rolled_out() {
+  cluster_wait_rollout deployment/csi-controller 300s && cluster_wait_rollout daemonset/csi-node 300s
+}
+_l6_create_legacy_volumes() {
+  kubectl -n "$CLUSTER_NAMESPACE" exec ds/flex-install -- flex-workshop create-volume --id legacy-block --type block --size 64Mi &&
+    kubectl -n "$CLUSTER_NAMESPACE" exec ds/flex-install -- flex-workshop create-volume --id legacy-file --type file --size 64Mi
+}
+_l6_resume_with_job() {
+  kubectl apply -k "$MIG/migrate" &&
+    kubectl -n "$CLUSTER_NAMESPACE" wait --for=condition=complete job/csi-migrate --timeout=900s
+}
+_l6_uninstall_flex() {
+  kubectl delete -k "$MIG/flex-install" --wait=true &&
+    kubectl apply -k "$MIG/flex-uninstall" &&
+    kubectl -n "$CLUSTER_NAMESPACE" rollout status daemonset/flex-uninstall --timeout=180s &&
+    kubectl delete -k "$MIG/flex-uninstall" --wait=true
+}
+_l6_cleanup() {
+  kubectl delete job -n "$CLUSTER_NAMESPACE" csi-migrate --ignore-not-found --wait=true
+  kubectl delete -k "$MIG/migrate" --ignore-not-found
+  kubectl delete -k "$MIG/legacy" --ignore-not-found --wait=true --timeout=180s
+  kubectl delete configmap -n "$CLUSTER_NAMESPACE" csi-migrate-journal --ignore-not-found
+  kubectl delete -k "$MIG/flex-install" --ignore-not-found
+  kubectl delete -k "$MIG/flex-uninstall" --ignore-not-found
+}
+
+cluster_checks_lab06() {
+  local deploy before after
+  _CC_FAILED=0
+  deploy=$(_cc_root)/labs/04-registration/deploy/overlays/official-registrar
+  _cc_deploy "$deploy" || { _cc_fail; _cc_end; return 1; }
+  [[ $KEEP == 1 ]] || on_exit "_l6_cleanup >/dev/null 2>&1"
+  check "the CSI driver rolls out (lab 04)" "see labs/04-registration/check.sh" \
+    _l6_driver_rolled_out || { _cc_fail; _cc_end; return 1; }
+
+  check "kubectl apply -k deploy/flex-install" "read kubectl's message" cluster_apply "$MIG/flex-install" || _cc_fail
+  check "the flex-install DaemonSet copies the driver onto every node" \
+    "kubectl -n $CLUSTER_NAMESPACE logs ds/flex-install ($CH, Step 2)" \
+    cluster_wait_rollout daemonset/flex-install 300s || { _cc_fail; _cc_end; return 1; }
+  check "flex-workshop create-volume legacy-block and legacy-file (pre-provisioning)" \
+    "the install Pod mounts the backend at /var/lib/csi-workshop/backend ($CH, Verification)" \
+    _l6_create_legacy_volumes || _cc_fail
+  check "kubectl apply -k deploy/legacy (Flex PVs, claims, the writer)" "read kubectl's message" \
+    cluster_apply "$MIG/legacy" || _cc_fail
+  check "the writer runs on the Flex volumes (kubelet called flex mount)" \
+    "kubectl -n legacy describe pod -l app=writer: FailedMount events carry the driver's message" \
+    cluster_wait_rollout deployment/writer 300s legacy || { _cc_fail; _cc_end; return 1; }
+  check_output "the writer wrote its markers" "kubectl -n legacy logs deploy/writer" \
+    '^[0-9a-f]{64}  -$' _l6_markers || _cc_fail
+  before=$(last_output)
+
+  check_output "csi-migrate --dry-run prints the plan" \
+    "--dry-run must list the steps and change nothing ($CH, Verification)" \
+    '^dry run: nothing was changed$' _l6_migrate --dry-run --drain || _cc_fail
+  check_output "after the dry run, legacy-block is still a Flex PV" \
+    "a dry run must not write ($CH, Step 5)" '^csi\.workshop\.dev/flex$' _l6_pv_driver legacy-block || _cc_fail
+  check_output "csi-migrate --drain --stop-after-step 6: interrupted after the delete" \
+    "the run stops with exit code 3 after step 6 ($CH, Verification)" \
+    '^exit=3$' _l6_stopped_after_6 || _cc_fail
+  check_output "the journal ConfigMap holds the original PV" \
+    "step 5 saves the PV before step 6 deletes it ($CH, Step 5)" \
+    'legacy-block\.pv' kubectl -n "$CLUSTER_NAMESPACE" get configmap csi-migrate-journal -o 'jsonpath={.data}' || _cc_fail
+  check "the in-cluster Job resumes the migration" \
+    "kubectl -n $CLUSTER_NAMESPACE logs job/csi-migrate; RBAC errors name the missing verb ($CH, Step 7)" \
+    _l6_resume_with_job || _cc_fail
+  check_output "the Job's log: migration complete" "kubectl -n $CLUSTER_NAMESPACE logs job/csi-migrate" \
+    '^migration complete' kubectl -n "$CLUSTER_NAMESPACE" logs job/csi-migrate || _cc_fail
+  check_output "legacy-block is a CSI PV now" "step 7 creates it ($CH, Step 5)" \
+    '^csi\.workshop\.dev$' _l6_pv_driver legacy-block || _cc_fail
+  check_output "legacy-file is a CSI PV now" "step 7 creates it ($CH, Step 5)" \
+    '^csi\.workshop\.dev$' _l6_pv_driver legacy-file || _cc_fail
+  check_output "the claims are still Bound to the same PVs" \
+    "the claims keep spec.volumeName; the PV keeps claimRef.uid ($CH, Concepts)" \
+    '^Bound legacy-block Bound legacy-file$' kubectl -n legacy get pvc block-data file-data -o 'jsonpath={range .items[*]}{.status.phase} {.spec.volumeName}{" "}{end}' || _cc_fail
+  check "the writer runs again, on CSI" "kubectl -n legacy describe pod -l app=writer" \
+    cluster_wait_rollout deployment/writer 300s legacy || _cc_fail
+  check_output "the markers are identical" "the data must not be copied or reformatted ($CH, Verification)" \
+    '^[0-9a-f]{64}  -$' _l6_markers || _cc_fail
+  after=$(last_output)
+  if [[ -n $before && $before == "$after" ]]; then
+    check "before and after: same bytes" "" true
+  else
+    check "before and after: same bytes" "the markers changed: see $LOG_DIR" false || _cc_fail
+  fi
+
+  check "uninstall Flex: delete flex-install, run flex-uninstall everywhere" \
+    "kubectl -n $CLUSTER_NAMESPACE logs ds/flex-uninstall ($CH, Verification)" \
+    _l6_uninstall_flex || _cc_fail
+  if ((_CC_FAILED)); then
+    cluster_dump_diagnostics legacy "$LOG_DIR/cluster-diagnostics-legacy.txt"
+  fi
+  _cc_end
+}
+
+if stage cluster "Flex to CSI in a Kubernetes cluster"; then
+  if [[ -f $REPO_ROOT/labs/cluster-lib.sh && -f $REPO_ROOT/labs/04-registration/cluster-checks.sh ]]; then
+    # shellcheck source=labs/cluster-lib.sh
+    source "$REPO_ROOT/labs/cluster-lib.sh"
+    # shellcheck source=labs/04-registration/cluster-checks.sh
+    source "$REPO_ROOT/labs/04-registration/cluster-checks.sh"
+  fi
+  if ! declare -F cluster_stage_run >/dev/null || ! declare -F _cc_deploy >/dev/null; then
+    skip "cluster stage" "needs labs/cluster-lib.sh and labs/04-registration/cluster-checks.sh"
+  else
+    cluster_stage_run cluster_checks_lab06
+  fi
+fi
+
+finish

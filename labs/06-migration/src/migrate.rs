@@ -1,0 +1,553 @@
+//! The migration steps against the Kubernetes API (kube-rs).
+//!
+//! A PV's volume source is immutable, so "moving a PV to CSI" means deleting
+//! it and creating it again under the same name, with the same claimRef.
+//! Everything around that is safety: the workload is stopped first, the
+//! reclaim policy is Retain before anything is deleted, every step is
+//! journaled (see [`crate::plan`]), and a checksum taken through a Pod
+//! before and after proves the data is the same.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail, ensure};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::Client;
+use serde_json::json;
+
+use crate::plan::{self, Journal, PlanOptions, Step, Usage, Workload, WorkloadKind};
+
+/// Labels the tool's own Pods (the checksum readers), so they never count
+/// as users of the claim.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "csi-migrate");
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Print the plan, change nothing.
+    pub dry_run: bool,
+    pub drain: bool,
+    pub no_verify: bool,
+    /// Stop after this step number (1-based), as if interrupted.
+    pub stop_after_step: Option<usize>,
+    /// Only these PVs (default: every Flex PV of our driver, and every PV
+    /// the journal has unfinished).
+    pub pvs: Vec<String>,
+    /// Where the journal ConfigMap lives.
+    pub namespace: String,
+    /// The image of the checksum Pod (needs sh, find, sort, sha256sum).
+    pub verify_image: String,
+    pub poll: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            dry_run: false,
+            drain: false,
+            no_verify: false,
+            stop_after_step: None,
+            pvs: vec![],
+            namespace: "csi-workshop".into(),
+            verify_image: "csi-workshop:0.1.0".into(),
+            poll: Duration::from_secs(2),
+            timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every PV migrated (or nothing to do).
+    Done { migrated: Vec<String> },
+    /// `--stop-after-step` reached.
+    Stopped { pv: String, step: Step },
+    DryRun,
+}
+
+pub struct Migrator<'a> {
+    client: Client,
+    options: Options,
+    out: &'a mut dyn Write,
+}
+
+fn pp() -> PatchParams {
+    PatchParams::default()
+}
+
+impl<'a> Migrator<'a> {
+    pub fn new(client: Client, options: Options, out: &'a mut dyn Write) -> Self {
+        Self { client, options, out }
+    }
+
+    fn pvs(&self) -> Api<PersistentVolume> {
+        Api::all(self.client.clone())
+    }
+
+    fn configmaps(&self) -> Api<ConfigMap> {
+        Api::namespaced(self.client.clone(), &self.options.namespace)
+    }
+
+    fn say(&mut self, line: String) {
+        let _ = writeln!(self.out, "{line}");
+    }
+
+    /// The PVs to look at: the Flex ones and the unfinished ones in the journal.
+    pub async fn candidates(&self) -> anyhow::Result<Vec<String>> {
+        if !self.options.pvs.is_empty() {
+            return Ok(self.options.pvs.clone());
+        }
+        let mut names: Vec<String> = self
+            .pvs()
+            .list(&ListParams::default())
+            .await
+            .context("listing PVs")?
+            .into_iter()
+            .filter(plan::is_flex)
+            .filter_map(|pv| pv.metadata.name)
+            .collect();
+        if let Some(cm) = self.configmaps().get_opt(plan::JOURNAL_CONFIGMAP).await.context("reading the journal ConfigMap")? {
+            for (key, value) in cm.data.unwrap_or_default() {
+                let Some(pv) = key.strip_suffix(".journal") else { continue };
+                let journal: Journal = serde_json::from_str(&value).with_context(|| format!("journal entry {key}"))?;
+                if journal.completed != Some(Step::Done) && !names.iter().any(|n| n == pv) {
+                    names.push(pv.to_owned());
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    pub async fn run(&mut self) -> anyhow::Result<Outcome> {
+        let names = self.candidates().await?;
+        if names.is_empty() {
+            self.say(format!("no PV uses {}: nothing to migrate", crate::flex::DRIVER_NAME));
+        }
+        let mut migrated = vec![];
+        for name in names {
+            if let Some(step) = self.migrate_one(&name).await.with_context(|| format!("PV {name}"))? {
+                return Ok(Outcome::Stopped { pv: name, step });
+            }
+            migrated.push(name);
+        }
+        Ok(if self.options.dry_run { Outcome::DryRun } else { Outcome::Done { migrated } })
+    }
+
+    /// The journal of `name`: the further on of the PV's and the ConfigMap's.
+    async fn load_journal(&self, name: &str, pv: Option<&PersistentVolume>) -> anyhow::Result<Journal> {
+        let saved = self.saved(name).await?.1;
+        Ok(Journal::furthest(pv.and_then(plan::journal_of), saved).unwrap_or_else(|| Journal::new(name)))
+    }
+
+    /// (original PV, journal) from the ConfigMap.
+    async fn saved(&self, name: &str) -> anyhow::Result<(Option<PersistentVolume>, Option<Journal>)> {
+        let Some(cm) = self.configmaps().get_opt(plan::JOURNAL_CONFIGMAP).await? else { return Ok((None, None)) };
+        let data = cm.data.unwrap_or_default();
+        let pv = data.get(&format!("{name}.pv")).map(|t| serde_json::from_str(t)).transpose()?;
+        let journal = data.get(&format!("{name}.journal")).map(|t| serde_json::from_str(t)).transpose()?;
+        Ok((pv, journal))
+    }
+
+    /// Who uses the claim of `pv`.
+    pub async fn usage(&self, pv: &PersistentVolume) -> anyhow::Result<Usage> {
+        let Some((ns, claim)) = plan::claim_of(pv) else { return Ok(Usage::default()) };
+        let uses_claim = |spec: Option<&k8s_openapi::api::core::v1::PodSpec>| {
+            spec.and_then(|s| s.volumes.as_ref())
+                .is_some_and(|vs| vs.iter().any(|v| v.persistent_volume_claim.as_ref().is_some_and(|c| c.claim_name == claim)))
+        };
+        let mut usage = Usage { claim: Some(format!("{ns}/{claim}")), ..Default::default() };
+        let mut selectors: Vec<BTreeMap<String, String>> = vec![];
+        for d in Api::<Deployment>::namespaced(self.client.clone(), &ns).list(&ListParams::default()).await? {
+            let spec = d.spec.unwrap_or_default();
+            if uses_claim(spec.template.spec.as_ref()) {
+                selectors.push(spec.selector.match_labels.unwrap_or_default());
+                usage.workloads.push(Workload { kind: WorkloadKind::Deployment, namespace: ns.clone(), name: d.metadata.name.unwrap_or_default(), replicas: spec.replicas.unwrap_or(1) });
+            }
+        }
+        for s in Api::<StatefulSet>::namespaced(self.client.clone(), &ns).list(&ListParams::default()).await? {
+            let sts = s.metadata.name.clone().unwrap_or_default();
+            let spec = s.spec.unwrap_or_default();
+            // A claim from a volumeClaimTemplate is named <template>-<sts>-<ordinal>.
+            let templated = spec.volume_claim_templates.iter().flatten().any(|t| {
+                claim.starts_with(&format!("{}-{sts}-", t.metadata.name.as_deref().unwrap_or_default()))
+            });
+            if templated || uses_claim(spec.template.spec.as_ref()) {
+                selectors.push(spec.selector.match_labels.unwrap_or_default());
+                usage.workloads.push(Workload { kind: WorkloadKind::StatefulSet, namespace: ns.clone(), name: sts, replicas: spec.replicas.unwrap_or(1) });
+            }
+        }
+        for p in Api::<Pod>::namespaced(self.client.clone(), &ns).list(&ListParams::default()).await? {
+            let labels = p.metadata.labels.clone().unwrap_or_default();
+            let phase = p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+            if labels.get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1) || phase == "Succeeded" || phase == "Failed" {
+                continue;
+            }
+            if uses_claim(p.spec.as_ref()) {
+                let name = format!("{ns}/{}", p.metadata.name.unwrap_or_default());
+                let owned = selectors.iter().any(|sel| !sel.is_empty() && sel.iter().all(|(k, v)| labels.get(k) == Some(v)));
+                if !owned {
+                    usage.unmanaged_pods.push(name.clone());
+                }
+                usage.pods.push(name);
+            }
+        }
+        Ok(usage)
+    }
+
+    /// Runs what is left for one PV. `Some(step)`: stopped after it.
+    async fn migrate_one(&mut self, name: &str) -> anyhow::Result<Option<Step>> {
+        let pv = self.pvs().get_opt(name).await?;
+        let mut journal = self.load_journal(name, pv.as_ref()).await?;
+        if pv.as_ref().is_some_and(plan::is_csi) && journal.completed.is_none() {
+            self.say(format!("{name}: already a {} PV, nothing to do", plan::CSI_DRIVER));
+            return Ok(None);
+        }
+        let usage = match &pv {
+            Some(pv) => self.usage(pv).await?,
+            None => Usage::default(),
+        };
+        let options = PlanOptions { drain: self.options.drain, no_verify: self.options.no_verify };
+        let steps = plan::plan(pv.as_ref(), &usage, &journal, options)?;
+        if self.options.dry_run {
+            self.say(format!("{name}: plan ({} step(s) left, dry run: nothing changes)", steps.len()));
+            for step in &steps {
+                self.say(format!("  {:>2}. {}", step.number(), step.name()));
+            }
+            if let Some(pv) = pv.as_ref().filter(|pv| plan::is_flex(pv)) {
+                let csi = plan::to_csi_pv(pv)?;
+                self.say(format!("  new spec.csi: {}", serde_json::to_string(&csi.spec.and_then(|s| s.csi))?));
+            }
+            if !usage.workloads.is_empty() {
+                let names: Vec<String> = usage.workloads.iter().map(|w| format!("{:?} {}/{} (replicas {})", w.kind, w.namespace, w.name, w.replicas)).collect();
+                self.say(format!("  workload: {}", names.join(", ")));
+            }
+            return Ok(None);
+        }
+        if journal.completed == Some(Step::Done) {
+            self.say(format!("{name}: already migrated (journal says done)"));
+            return Ok(None);
+        }
+        let next = plan::next_step(&journal);
+        for step in Step::ALL.into_iter().filter(|s| *s >= next) {
+            if steps.contains(&step) {
+                self.execute(name, step, &mut journal, &usage).await.with_context(|| format!("step {} {}", step.number(), step.name()))?;
+            }
+            // Skipped verifications are journaled too: the numbering stays stable.
+            journal.completed = Some(step);
+            self.save_journal(name, &journal, None).await.with_context(|| format!("journaling step {}", step.name()))?;
+            let what = match step {
+                Step::Done => format!("{name}: step {:>2}/{} migrated to {}", step.number(), Step::ALL.len(), plan::CSI_DRIVER),
+                s if !steps.contains(&s) => format!("{name}: step {:>2}/{} {} skipped (--no-verify)", s.number(), Step::ALL.len(), s.name()),
+                s => format!("{name}: step {:>2}/{} {} done", s.number(), Step::ALL.len(), s.name()),
+            };
+            self.say(what);
+            if self.options.stop_after_step == Some(step.number()) && step != Step::Done {
+                self.say(format!("{name}: stopping after step {} as asked (--stop-after-step); run again to resume", step.number()));
+                return Ok(Some(step));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Writes the journal where it must survive: on the PV while it exists,
+    /// and from SaveOriginal on also in the ConfigMap. `spec` is merged into
+    /// the same PV patch, so the change and its record land together.
+    async fn save_journal(&self, name: &str, journal: &Journal, spec: Option<serde_json::Value>) -> anyhow::Result<()> {
+        let text = serde_json::to_string(journal)?;
+        let step = journal.completed.map(Step::name).unwrap_or("none");
+        if self.pvs().get_opt(name).await?.is_some() {
+            let mut patch = json!({"metadata": {"annotations": {plan::JOURNAL_ANNOTATION: text, plan::STEP_ANNOTATION: step}}});
+            if let Some(spec) = spec {
+                patch["spec"] = spec;
+            }
+            self.pvs().patch(name, &pp(), &Patch::Merge(patch)).await?;
+        }
+        if journal.completed >= Some(Step::SaveOriginal) {
+            self.put_configmap(BTreeMap::from([(format!("{name}.journal"), text)])).await?;
+        }
+        Ok(())
+    }
+
+    async fn put_configmap(&self, data: BTreeMap<String, String>) -> anyhow::Result<()> {
+        let api = self.configmaps();
+        if api.get_opt(plan::JOURNAL_CONFIGMAP).await?.is_some() {
+            api.patch(plan::JOURNAL_CONFIGMAP, &pp(), &Patch::Merge(json!({ "data": data }))).await?;
+        } else {
+            let mut cm = ConfigMap::default();
+            cm.metadata.name = Some(plan::JOURNAL_CONFIGMAP.into());
+            cm.metadata.labels = Some(BTreeMap::from([(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned())]));
+            cm.data = Some(data);
+            api.create(&PostParams::default(), &cm).await?;
+        }
+        Ok(())
+    }
+
+    // ANCHOR: execute-step
+    async fn execute(&mut self, name: &str, step: Step, journal: &mut Journal, usage: &Usage) -> anyhow::Result<()> {
+        match step {
+            Step::RecordWorkload => journal.workloads = usage.workloads.clone(),
+            Step::RetainPolicy => {
+                let pv = self.pvs().get(name).await?;
+                let current = pv.spec.and_then(|s| s.persistent_volume_reclaim_policy).unwrap_or_else(|| "Delete".into());
+                journal.reclaim_policy.get_or_insert(current);
+                journal.completed = Some(step);
+                // The policy and the journal that remembers the old one, in one patch.
+                self.save_journal(name, journal, Some(json!({"persistentVolumeReclaimPolicy": "Retain"}))).await?;
+            }
+            Step::ScaleDown => {
+                for w in journal.workloads.clone() {
+                    self.scale(&w, 0).await?;
+                }
+                self.wait_unused(name).await?;
+            }
+            Step::VerifyBefore => journal.checksum = self.checksum(name, "before").await?,
+            Step::SaveOriginal => {
+                let pv = self.pvs().get(name).await?;
+                ensure!(plan::is_flex(&pv), "PV {name} is not the Flex PV any more; refusing to save it as the original");
+                journal.completed = Some(step);
+                self.put_configmap(BTreeMap::from([
+                    (format!("{name}.pv"), serde_json::to_string(&pv)?),
+                    (format!("{name}.journal"), serde_json::to_string(journal)?),
+                ]))
+                .await?;
+            }
+            Step::DeleteFlexPv => self.delete_pv(name, plan::is_flex).await?,
+            Step::CreateCsiPv => {
+                let (original, _) = self.saved(name).await?;
+                let original = original.ok_or_else(|| anyhow!("the journal ConfigMap holds no copy of PV {name}"))?;
+                let mut csi = plan::to_csi_pv(&original)?;
+                journal.completed = Some(step);
+                let annotations = csi.metadata.annotations.get_or_insert_with(Default::default);
+                annotations.insert(plan::JOURNAL_ANNOTATION.into(), serde_json::to_string(journal)?);
+                annotations.insert(plan::STEP_ANNOTATION.into(), step.name().into());
+                match self.pvs().get_opt(name).await? {
+                    Some(existing) if plan::is_csi(&existing) => {}
+                    Some(_) => bail!("PV {name} exists and is not a {} PV", plan::CSI_DRIVER),
+                    None => {
+                        self.pvs().create(&PostParams::default(), &csi).await?;
+                    }
+                }
+                self.ensure_claim_bound(&original).await?;
+            }
+            Step::VerifyAfter => {
+                let Some(after) = self.checksum(name, "after").await? else { return Ok(()) };
+                match &journal.checksum {
+                    Some(before) if *before != after => bail!("checksum after ({after}) differs from before ({before}): workload NOT restored; see --rollback"),
+                    Some(_) => self.say(format!("{name}: checksum {after} identical before and after")),
+                    None => self.say(format!("{name}: checksum {after} (no checksum from before to compare)")),
+                }
+            }
+            Step::RestoreWorkload => {
+                for w in journal.workloads.clone() {
+                    self.scale(&w, w.replicas).await?;
+                }
+            }
+            Step::RestorePolicy => {
+                let policy = journal.reclaim_policy.clone().unwrap_or_else(|| "Retain".into());
+                journal.completed = Some(step);
+                self.save_journal(name, journal, Some(json!({"persistentVolumeReclaimPolicy": policy}))).await?;
+            }
+            Step::Done => {}
+        }
+        Ok(())
+    }
+    // ANCHOR_END: execute-step
+
+    async fn scale(&self, w: &Workload, replicas: i32) -> anyhow::Result<()> {
+        let patch = Patch::Merge(json!({"spec": {"replicas": replicas}}));
+        match w.kind {
+            WorkloadKind::Deployment => drop(Api::<Deployment>::namespaced(self.client.clone(), &w.namespace).patch(&w.name, &pp(), &patch).await?),
+            WorkloadKind::StatefulSet => drop(Api::<StatefulSet>::namespaced(self.client.clone(), &w.namespace).patch(&w.name, &pp(), &patch).await?),
+        }
+        Ok(())
+    }
+
+    async fn wait_unused(&self, name: &str) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + self.options.timeout;
+        loop {
+            let Some(pv) = self.pvs().get_opt(name).await? else { return Ok(()) };
+            let usage = self.usage(&pv).await?;
+            if usage.pods.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("claim {} is still used by {} after {:?}", usage.claim.unwrap_or_default(), usage.pods.join(", "), self.options.timeout);
+            }
+            tokio::time::sleep(self.options.poll).await;
+        }
+    }
+
+    // ANCHOR: delete-pv
+    /// Deletes PV `name` if `is_expected` says it is the one to delete. The
+    /// reclaim policy must be Retain: the data stays in the backend.
+    async fn delete_pv(&self, name: &str, is_expected: fn(&PersistentVolume) -> bool) -> anyhow::Result<()> {
+        let Some(pv) = self.pvs().get_opt(name).await? else { return Ok(()) };
+        ensure!(is_expected(&pv), "PV {name} is not the PV this step deletes; refusing");
+        let policy = pv.spec.as_ref().and_then(|s| s.persistent_volume_reclaim_policy.as_deref()).unwrap_or("Delete");
+        ensure!(policy == "Retain", "PV {name} has reclaim policy {policy}; refusing to delete it (the data would go)");
+        if pv.metadata.deletion_timestamp.is_none() {
+            self.pvs().delete(name, &DeleteParams::default()).await?;
+        }
+        // kubernetes.io/pv-protection holds a Bound PV until its claim is
+        // deleted, which we don't want. The claim is released (no Pod uses
+        // it), so we lift the finalizer ourselves.
+        self.wait_unused(name).await?;
+        if self.pvs().get_opt(name).await?.is_some() {
+            self.pvs().patch(name, &pp(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await?;
+        }
+        let deadline = tokio::time::Instant::now() + self.options.timeout;
+        while self.pvs().get_opt(name).await?.is_some() {
+            ensure!(tokio::time::Instant::now() < deadline, "PV {name} is still there after {:?}", self.options.timeout);
+            tokio::time::sleep(self.options.poll).await;
+        }
+        Ok(())
+    }
+    // ANCHOR_END: delete-pv
+
+    /// The claim keeps `spec.volumeName`, so the PV controller binds it to
+    /// the new PV (same name, same claimRef UID) by itself, even after it
+    /// marked the claim Lost while the PV was missing. Only if the claim is
+    /// gone or was replaced is it recreated, bound by volumeName.
+    async fn ensure_claim_bound(&self, original: &PersistentVolume) -> anyhow::Result<()> {
+        let Some((ns, claim)) = plan::claim_of(original) else { return Ok(()) };
+        let pv_name = original.metadata.name.clone().unwrap_or_default();
+        let want_uid = original.spec.as_ref().and_then(|s| s.claim_ref.as_ref()).and_then(|c| c.uid.clone());
+        let api = Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), &ns);
+        let deadline = tokio::time::Instant::now() + self.options.timeout;
+        loop {
+            let pvc = api.get_opt(&claim).await?;
+            let phase = pvc.as_ref().and_then(|c| c.status.as_ref()).and_then(|s| s.phase.clone()).unwrap_or_default();
+            let same = pvc.as_ref().is_some_and(|c| c.metadata.uid == want_uid || want_uid.is_none());
+            if same && phase != "Lost" {
+                return Ok(());
+            }
+            if pvc.is_none() || !same || tokio::time::Instant::now() > deadline {
+                return self.recreate_claim(&api, pvc, &claim, &pv_name).await;
+            }
+            tokio::time::sleep(self.options.poll).await;
+        }
+    }
+
+    async fn recreate_claim(&self, api: &Api<PersistentVolumeClaim>, old: Option<PersistentVolumeClaim>, claim: &str, pv: &str) -> anyhow::Result<()> {
+        let old = old.ok_or_else(|| anyhow!("claim {claim} is gone; recreate it with spec.volumeName: {pv}"))?;
+        if old.metadata.uid.is_some() {
+            api.delete(claim, &DeleteParams::default()).await?;
+        }
+        let mut fresh = PersistentVolumeClaim { metadata: Default::default(), spec: old.spec, status: None };
+        fresh.metadata.name = Some(claim.to_owned());
+        fresh.metadata.labels = old.metadata.labels;
+        fresh.spec.get_or_insert_with(Default::default).volume_name = Some(pv.to_owned());
+        let created = api.create(&PostParams::default(), &fresh).await?;
+        // Point the PV at the new claim's UID.
+        self.pvs()
+            .patch(pv, &pp(), &Patch::Merge(json!({"spec": {"claimRef": {"uid": created.metadata.uid, "resourceVersion": null}}})))
+            .await?;
+        Ok(())
+    }
+
+    // ANCHOR: checksum-pod
+    /// sha256 over every file of the claim (names and contents), computed by
+    /// a Pod that mounts the claim read-only.
+    /// `None` when the PV has no claim to mount it through.
+    async fn checksum(&mut self, name: &str, when: &str) -> anyhow::Result<Option<String>> {
+        let pv = self.pvs().get(name).await?;
+        let Some((ns, claim)) = plan::claim_of(&pv) else {
+            self.say(format!("{name}: no claim to read the data through: checksum {when} skipped"));
+            return Ok(None);
+        };
+        let pod_name = format!("csi-migrate-verify-{when}-{name}");
+        let pods = Api::<Pod>::namespaced(self.client.clone(), &ns);
+        let _ = pods.delete(&pod_name, &DeleteParams::default()).await;
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": pod_name, "labels": {MANAGED_BY.0: MANAGED_BY.1}},
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [{
+                    "name": "sha256",
+                    "image": self.options.verify_image,
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": ["sh", "-c", "cd /data && find . -path ./lost+found -prune -o -type f -print0 | sort -z | xargs -0r sha256sum | sha256sum | cut -d' ' -f1"],
+                    "volumeMounts": [{"name": "data", "mountPath": "/data", "readOnly": true}]
+                }],
+                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim, "readOnly": true}}]
+            }
+        }))?;
+        self.say(format!("{name}: reading every file through pod {ns}/{pod_name}"));
+        pods.create(&PostParams::default(), &pod).await?;
+        let deadline = tokio::time::Instant::now() + self.options.timeout;
+        loop {
+            let phase = pods.get(&pod_name).await?.status.and_then(|s| s.phase).unwrap_or_default();
+            match phase.as_str() {
+                "Succeeded" => break,
+                "Failed" => bail!("checksum pod {ns}/{pod_name} failed: kubectl -n {ns} logs {pod_name}"),
+                _ if tokio::time::Instant::now() > deadline => bail!("checksum pod {ns}/{pod_name} did not finish in {:?}", self.options.timeout),
+                _ => tokio::time::sleep(self.options.poll).await,
+            }
+        }
+        let sum = pods.logs(&pod_name, &LogParams::default()).await?.trim().to_owned();
+        pods.delete(&pod_name, &DeleteParams::default()).await?;
+        ensure!(sum.len() == 64, "checksum pod printed {sum:?}, not a sha256");
+        self.say(format!("{name}: checksum {when}: {sum}"));
+        Ok(Some(sum))
+    }
+    // ANCHOR_END: checksum-pod
+
+    // ANCHOR: rollback
+    /// Puts the Flex PV back from the journal: stop the workload, delete the
+    /// CSI PV (Retain), create the original, restore workload and policy.
+    pub async fn rollback(&mut self, name: &str) -> anyhow::Result<()> {
+        let (original, saved_journal) = self.saved(name).await?;
+        let original = original.ok_or_else(|| anyhow!("the journal holds no original for PV {name}: nothing to roll back to"))?;
+        let current = self.pvs().get_opt(name).await?;
+        let journal = Journal::furthest(current.as_ref().and_then(plan::journal_of), saved_journal).unwrap_or_else(|| Journal::new(name));
+        if self.options.dry_run {
+            self.say(format!("{name}: rollback plan (dry run): scale down {} workload(s), delete the CSI PV, create the Flex PV again, restore", journal.workloads.len()));
+            return Ok(());
+        }
+        for w in &journal.workloads {
+            self.scale(w, 0).await?;
+        }
+        self.wait_unused(name).await?;
+        if let Some(pv) = current.filter(|pv| !plan::is_flex(pv)) {
+            if pv.spec.as_ref().and_then(|s| s.persistent_volume_reclaim_policy.as_deref()) != Some("Retain") {
+                self.pvs().patch(name, &pp(), &Patch::Merge(json!({"spec": {"persistentVolumeReclaimPolicy": "Retain"}}))).await?;
+            }
+            self.delete_pv(name, plan::is_csi).await?;
+        }
+        if self.pvs().get_opt(name).await?.is_none() {
+            let mut flex = original.clone();
+            flex.metadata = kube::api::ObjectMeta {
+                name: original.metadata.name.clone(),
+                labels: original.metadata.labels.clone(),
+                annotations: original.metadata.annotations.clone().map(|mut a| {
+                    a.retain(|k, _| !k.starts_with("csi-migrate.workshop.dev/"));
+                    a
+                }),
+                ..Default::default()
+            };
+            flex.status = None;
+            if let Some(claim) = flex.spec.as_mut().and_then(|s| s.claim_ref.as_mut()) {
+                claim.resource_version = None;
+            }
+            self.pvs().create(&PostParams::default(), &flex).await?;
+            self.ensure_claim_bound(&original).await?;
+        }
+        for w in &journal.workloads {
+            self.scale(w, w.replicas).await?;
+        }
+        if let Some(policy) = &journal.reclaim_policy {
+            self.pvs().patch(name, &pp(), &Patch::Merge(json!({"spec": {"persistentVolumeReclaimPolicy": policy}}))).await?;
+        }
+        self.configmaps()
+            .patch(plan::JOURNAL_CONFIGMAP, &pp(), &Patch::Merge(json!({"data": {format!("{name}.pv"): null, format!("{name}.journal"): null}})))
+            .await?;
+        self.say(format!("{name}: rolled back to {}", crate::flex::DRIVER_NAME));
+        Ok(())
+    }
+    // ANCHOR_END: rollback
+}

@@ -54,7 +54,7 @@ pub fn from_range(range: Option<&CapacityRange>, max_bytes: i64) -> Result<i64> 
         size = limit; // the limit wins over alignment
     }
     Ok(size.min(max_bytes))
-    // ANCHOR_END: solution => Err(Error::CapacityOutOfRange("lab02: capacity::from_range is not written yet".into()))
+    // ANCHOR_END: solution => Err(Error::NotWritten("lab02: capacity::from_range is not written yet (chapter 2, step 4)".into()))
 }
 // ANCHOR_END: capacity-from-range
 

@@ -108,7 +108,7 @@ impl ControllerService {
         self.backend.create(&record)?;
         tracing::info!(kind = kind.as_str(), capacity, "volume created");
         Ok(record)
-        // ANCHOR_END: solution => Err(Error::InvalidArgument(format!("lab02: CreateVolume is not written yet ({kind:?}, {capacity} bytes)")))
+        // ANCHOR_END: solution => Err(Error::NotWritten(format!("lab02: CreateVolume is not written yet ({kind:?}, {capacity} bytes; chapter 2, step 5)")))
     }
     // ANCHOR_END: create-volume
 
@@ -131,7 +131,7 @@ impl ControllerService {
         self.backend.delete(volume_id)?;
         tracing::info!("volume deleted");
         Ok(())
-        // ANCHOR_END: solution => Err(Error::InvalidArgument("lab02: DeleteVolume is not written yet".into()))
+        // ANCHOR_END: solution => Err(Error::NotWritten("lab02: DeleteVolume is not written yet (chapter 2, step 6)".into()))
     }
     // ANCHOR_END: delete-volume
 
@@ -180,7 +180,7 @@ impl ControllerService {
         self.backend.save(&record)?;
         tracing::info!(node_id, readonly, "volume published");
         Ok(self.publish_context(&record))
-        // ANCHOR_END: solution => Err(Error::InvalidArgument(format!("lab02: ControllerPublishVolume is not written yet ({node:?})")))
+        // ANCHOR_END: solution => Err(Error::NotWritten(format!("lab02: ControllerPublishVolume is not written yet ({node:?}; chapter 2, step 7)")))
     }
     // ANCHOR_END: controller-publish
 
@@ -218,7 +218,7 @@ impl ControllerService {
             tracing::info!(node_id, "volume unpublished");
         }
         Ok(())
-        // ANCHOR_END: solution => Err(Error::InvalidArgument("lab02: ControllerUnpublishVolume is not written yet".into()))
+        // ANCHOR_END: solution => Err(Error::NotWritten("lab02: ControllerUnpublishVolume is not written yet (chapter 2, step 7)".into()))
     }
     // ANCHOR_END: controller-unpublish
 

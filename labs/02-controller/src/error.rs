@@ -33,6 +33,9 @@ pub enum Error {
     TopologyUnavailable(String),
     #[error("invalid starting_token {0:?}: start the listing again")]
     BadListToken(String),
+    /// A part of the lab the trainee has not written yet (starters only).
+    #[error("{0}")]
+    NotWritten(String),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: corrupt record: {source}")]
@@ -64,6 +67,7 @@ impl From<Error> for Status {
                 Status::resource_exhausted(message)
             }
             Error::CapacityOutOfRange(_) => Status::out_of_range(message),
+            Error::NotWritten(_) => Status::unimplemented(message),
             // The spec's answer to a token the plugin cannot resume from.
             Error::BadListToken(_) => Status::aborted(message),
             Error::Io { .. } | Error::CorruptRecord { .. } => {

@@ -119,6 +119,7 @@ pub fn probe(device: &Path) -> Result<Option<String>, FsError> {
     Ok(None)
 }
 
+// ANCHOR: ensure-formatted
 /// Create a `fs_type` filesystem on `device` unless it already has one.
 ///
 /// Returns `Ok(true)` if it formatted now, `Ok(false)` if the requested
@@ -157,7 +158,9 @@ pub fn ensure_formatted(device: &Path, fs_type: &str) -> Result<bool, FsError> {
         }
     }
 }
+// ANCHOR_END: ensure-formatted
 
+// ANCHOR: fs-grow
 /// Grow the filesystem to fill its (already enlarged) device, online.
 ///
 /// ext: `resize2fs <device>`; xfs: `xfs_growfs -d <mount_point>` (xfs only
@@ -195,6 +198,7 @@ pub fn grow(device: &Path, mount_point: &Path, fs_type: &str) -> Result<(), FsEr
     info!(device = %device.display(), mount_point = %mount_point.display(), fs_type = wanted, "grew filesystem");
     Ok(())
 }
+// ANCHOR_END: fs-grow
 
 /// Capacity and inode counts of the filesystem holding `path`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -101,6 +101,7 @@ fn for_backing(backing_file: &Option<PathBuf>) -> String {
     }
 }
 
+// ANCHOR: loop-attach
 /// Attach `backing_file` to a loop device and return the device path
 /// (`/dev/loopN`).
 ///
@@ -189,6 +190,7 @@ pub fn attach(backing_file: &Path, read_only: bool) -> Result<PathBuf, LoopError
         attempts: ATTACH_ATTEMPTS,
     })
 }
+// ANCHOR_END: loop-attach
 
 /// Bind `backing` to the device: `LOOP_CONFIGURE` (atomic, Linux 5.8+) with
 /// a fallback to the classic `LOOP_SET_FD` + `LOOP_SET_STATUS64` pair.
@@ -390,6 +392,7 @@ pub fn backing_file(device: &Path) -> Result<Option<PathBuf>, LoopError> {
     Ok(read_backing_file(Path::new(&sysfs))?.map(|(path, _deleted)| path))
 }
 
+// ANCHOR: ensure-device-node
 /// Make sure `dir/loopN` is the block device node of loop device `index`,
 /// creating it (mode 0660) if missing. An existing node with the wrong type
 /// or number is an error, never overwritten.
@@ -464,6 +467,7 @@ pub fn ensure_device_node(dir: &Path, index: u32) -> Result<PathBuf, LoopError> 
         source: Errno::EEXIST.into(),
     })
 }
+// ANCHOR_END: ensure-device-node
 
 fn open_device(device: &Path, write: bool) -> Result<File, LoopError> {
     OpenOptions::new()

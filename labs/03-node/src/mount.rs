@@ -76,6 +76,7 @@ impl MountOptions {
     }
 }
 
+// ANCHOR: mount-option-allowlist
 /// Options that map to `MS_*` flags. `rw` clears `MS_RDONLY`.
 const FLAG_OPTIONS: &[(&str, MsFlags)] = &[
     ("ro", MsFlags::MS_RDONLY),
@@ -112,6 +113,7 @@ const REJECTED_OPTIONS: &[(&str, &str)] = &[(
     "errors=panic",
     "a filesystem error on one volume would crash the whole node",
 )];
+// ANCHOR_END: mount-option-allowlist
 
 /// Parse user mount options against the allowlist.
 ///
@@ -172,6 +174,7 @@ pub fn mount_device(
     Ok(())
 }
 
+// ANCHOR: bind-mount
 /// Bind-mount `source` onto `target` (directory onto directory, or a device
 /// node onto a regular file for raw block volumes).
 ///
@@ -219,6 +222,7 @@ pub fn bind_mount(source: &Path, target: &Path, read_only: bool) -> Result<(), M
     info!(source = %source.display(), target = %target.display(), read_only, "bind mounted");
     Ok(())
 }
+// ANCHOR_END: bind-mount
 
 /// Per-mount flags currently set on `target`, as `MS_*` flags.
 fn inherited_mount_flags(target: &Path) -> MsFlags {
@@ -368,6 +372,7 @@ pub fn read_mountinfo() -> Result<Vec<MountInfo>, MountError> {
     Ok(parse_mountinfo(&text))
 }
 
+// ANCHOR: is-mount-point
 /// The topmost mount at exactly `mount_point` (mountinfo lists mounts in
 /// mount order, so the last match is the one visible to path lookups).
 ///
@@ -387,6 +392,7 @@ pub fn find_mount(mount_point: &Path) -> Result<Option<MountInfo>, MountError> {
 pub fn is_mount_point(path: &Path) -> Result<bool, MountError> {
     Ok(find_mount(path)?.is_some())
 }
+// ANCHOR_END: is-mount-point
 
 #[cfg(test)]
 mod tests {

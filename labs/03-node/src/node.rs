@@ -176,7 +176,7 @@ impl NodeService {
         volume.staged = Some(staged);
         self.state.save(&volume)?;
         tracing::info!(staging_path = %staging_path.display(), "volume staged");
-        // ANCHOR_END: solution
+        // ANCHOR_END: solution => return Err(lab02_controller::Error::NotWritten("lab03: NodeStageVolume is not written yet (chapter 3, step 5)".into()).into());
         Ok(())
     }
     // ANCHOR_END: node-stage
@@ -213,7 +213,7 @@ impl NodeService {
         volume.staged = None;
         self.state.save(&volume)?;
         tracing::info!("volume unstaged");
-        // ANCHOR_END: solution
+        // ANCHOR_END: solution => return Err(lab02_controller::Error::NotWritten("lab03: NodeUnstageVolume is not written yet (chapter 3, step 6)".into()).into());
         Ok(())
     }
     // ANCHOR_END: node-unstage
@@ -278,7 +278,7 @@ impl NodeService {
         volume.published.insert(target.to_owned(), wanted);
         self.state.save(&volume)?;
         tracing::info!(target = %target.display(), "volume published");
-        // ANCHOR_END: solution
+        // ANCHOR_END: solution => return Err(lab02_controller::Error::NotWritten("lab03: NodePublishVolume is not written yet (chapter 3, step 7)".into()).into());
         Ok(())
     }
     // ANCHOR_END: node-publish
@@ -305,7 +305,7 @@ impl NodeService {
         volume.published.remove(target);
         self.state.save(&volume)?;
         tracing::info!(target = %target.display(), "volume unpublished");
-        // ANCHOR_END: solution
+        // ANCHOR_END: solution => return Err(lab02_controller::Error::NotWritten("lab03: NodeUnpublishVolume is not written yet (chapter 3, step 8)".into()).into());
         Ok(())
     }
     // ANCHOR_END: node-unpublish

@@ -113,6 +113,7 @@ pub struct loop_config {
     pub __reserved: [u64; 8],
 }
 
+// ANCHOR: raw-ioctls
 // The kernel ABI is fixed; a wrong layout would corrupt memory in the ioctl.
 const _: () = assert!(std::mem::size_of::<loop_info64>() == 232);
 const _: () = assert!(std::mem::size_of::<loop_config>() == 304);
@@ -132,6 +133,7 @@ mod raw {
     // BLKGETSIZE64 is properly encoded: _IOR(0x12, 114, size_t).
     nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
 }
+// ANCHOR_END: raw-ioctls
 
 /// `LOOP_CTL_GET_FREE` on `/dev/loop-control`: the index of a free loop
 /// device, allocating a new one if none is free.
@@ -188,6 +190,7 @@ pub fn loop_set_capacity<F: AsFd>(device: F) -> Result<(), Errno> {
     unsafe { raw::loop_set_capacity(fd) }.map(drop)
 }
 
+// ANCHOR: loop-configure
 /// `LOOP_CONFIGURE` (Linux 5.8+): bind `backing` and apply `info` in one
 /// atomic call, so no one ever sees a bound device without its name and
 /// flags. Unlike `LOOP_SET_STATUS64` it honours `LO_FLAGS_READ_ONLY`.
@@ -212,6 +215,7 @@ pub fn loop_configure<D: AsFd, B: AsFd>(
     // the backing fd it names is borrowed for the whole call.
     unsafe { raw::loop_configure(fd, &config) }.map(drop)
 }
+// ANCHOR_END: loop-configure
 
 /// `BLKGETSIZE64`: size of a block device in bytes.
 pub fn blkgetsize64<F: AsFd>(device: F) -> Result<u64, Errno> {

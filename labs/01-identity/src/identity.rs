@@ -8,8 +8,8 @@ use tonic::{Request, Response, Status};
 
 use crate::csi::identity_server::Identity;
 use crate::csi::{
-    plugin_capability, GetPluginCapabilitiesRequest, GetPluginCapabilitiesResponse,
-    GetPluginInfoRequest, GetPluginInfoResponse, PluginCapability, ProbeRequest, ProbeResponse,
+    GetPluginCapabilitiesRequest, GetPluginCapabilitiesResponse, GetPluginInfoRequest, GetPluginInfoResponse,
+    PluginCapability, ProbeRequest, ProbeResponse, plugin_capability,
 };
 use crate::error::Error;
 
@@ -69,7 +69,8 @@ impl IdentityService {
 /// both ends, and only alphanumerics, `-` and `.` in between. Kubernetes uses
 /// the name as a key in CSINode, CSIDriver and PV objects.
 pub fn validate_driver_name(name: &str) -> Result<(), Error> {
-    let fail = |reason: &'static str| Err::<(), _>(Error::InvalidDriverName { name: name.to_owned(), reason });
+    let fail =
+        |reason: &'static str| Err::<(), _>(Error::InvalidDriverName { name: name.to_owned(), reason });
     // TODO(lab01): Reject names that break the spec's rule (length, first and
     // last character, allowed characters). Hint: `char::is_ascii_alphanumeric`.
     // ANCHOR: solution
@@ -134,7 +135,7 @@ impl Identity for IdentityService {
         &self,
         _request: Request<GetPluginCapabilitiesRequest>,
     ) -> Result<Response<GetPluginCapabilitiesResponse>, Status> {
-        use plugin_capability::{service, volume_expansion, Service, Type, VolumeExpansion};
+        use plugin_capability::{Service, Type, VolumeExpansion, service, volume_expansion};
         let service = |kind: service::Type| PluginCapability {
             r#type: Some(Type::Service(Service { r#type: kind as i32 })),
         };

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use lab01_identity::args::{init_tracing, DriverArgs};
+use lab01_identity::args::{DriverArgs, init_tracing};
 use lab01_identity::csi::identity_server::IdentityServer;
 use lab01_identity::identity::{IdentityService, PluginCapabilities};
 use lab01_identity::server;
@@ -29,7 +29,5 @@ async fn main() -> anyhow::Result<()> {
     )
     .context("invalid driver configuration")?;
     let router = server::grpc_server().add_service(IdentityServer::new(identity));
-    server::serve(router, &cli.driver.endpoint, server::shutdown_signal())
-        .await
-        .context("serving CSI")
+    server::serve(router, &cli.driver.endpoint, server::shutdown_signal()).await.context("serving CSI")
 }

@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
-use tonic::transport::server::Router;
 use tonic::transport::Server;
+use tonic::transport::server::Router;
 
-use crate::client::{parse_endpoint, ConnectError};
+use crate::client::{ConnectError, parse_endpoint};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -81,8 +81,7 @@ pub fn bind_unix_socket(path: &Path) -> Result<UnixListener, ServeError> {
     }
     let listener = UnixListener::bind(path).map_err(io_error(path))?;
     // Write permission on a socket is what lets a client connect.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .map_err(io_error(path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io_error(path))?;
     Ok(listener)
 }
 // ANCHOR_END: bind-unix-socket
@@ -98,9 +97,7 @@ pub async fn serve(
     let path = parse_endpoint(endpoint)?;
     let listener = bind_unix_socket(&path)?;
     tracing::info!(socket = %path.display(), "serving CSI");
-    let result = router
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await;
+    let result = router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown).await;
     // Remove the socket even when serving failed, so the next start is clean.
     match std::fs::remove_file(&path) {
         Ok(()) => tracing::info!(socket = %path.display(), "socket removed"),
@@ -113,7 +110,7 @@ pub async fn serve(
 
 /// Completes on SIGTERM (what kubelet sends a container) or SIGINT (Ctrl-C).
 pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
+    use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
     tokio::select! {

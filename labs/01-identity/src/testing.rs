@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::transport::server::Router;
 use tonic::transport::Channel;
+use tonic::transport::server::Router;
 
 use crate::server::{self, ServeError};
 

@@ -49,7 +49,11 @@ fn an_invalid_driver_name_is_refused_when_the_service_is_built() {
 #[tokio::test]
 async fn capabilities_list_exactly_what_is_switched_on() {
     let dir = tempfile::tempdir().unwrap();
-    let all = PluginCapabilities { controller_service: true, accessibility_constraints: true, online_expansion: true };
+    let all = PluginCapabilities {
+        controller_service: true,
+        accessibility_constraints: true,
+        online_expansion: true,
+    };
     let server = start(dir.path(), all, dir.path().to_owned()).await;
     let mut client = IdentityClient::new(server.channel().await);
     let caps = client

@@ -3,7 +3,7 @@
 
 use lab01_identity::csi::volume_capability::access_mode::Mode;
 use lab01_identity::csi::volume_capability::{AccessType, BlockVolume, MountVolume};
-use lab01_identity::csi::{volume_capability, VolumeCapability};
+use lab01_identity::csi::{VolumeCapability, volume_capability};
 
 use crate::backend::VolumeKind;
 use crate::error::{Error, Result};
@@ -37,17 +37,15 @@ pub fn is_read_only(mode: Mode) -> bool {
 /// Checks one capability: an access type and a known access mode are required.
 pub fn parse(capability: &VolumeCapability) -> Result<Capability> {
     let invalid = |msg: &str| Error::InvalidArgument(format!("volume_capability: {msg}"));
-    let mode = capability
-        .access_mode
-        .as_ref()
-        .ok_or_else(|| invalid("access_mode is required"))?
-        .mode;
+    let mode = capability.access_mode.as_ref().ok_or_else(|| invalid("access_mode is required"))?.mode;
     let mode = Mode::try_from(mode).map_err(|_| invalid(&format!("unknown access mode {mode}")))?;
     if mode == Mode::Unknown {
         return Err(invalid("access mode UNKNOWN is not a mode"));
     }
     match capability.access_type.as_ref().ok_or_else(|| invalid("access_type is required"))? {
-        AccessType::Block(_) => Ok(Capability { mode, block: true, fs_type: String::new(), mount_flags: vec![] }),
+        AccessType::Block(_) => {
+            Ok(Capability { mode, block: true, fs_type: String::new(), mount_flags: vec![] })
+        }
         AccessType::Mount(mount) => {
             let fs_type = if mount.fs_type.is_empty() { DEFAULT_FS_TYPE } else { &mount.fs_type };
             if !SUPPORTED_FS_TYPES.contains(&fs_type) {
@@ -55,7 +53,12 @@ pub fn parse(capability: &VolumeCapability) -> Result<Capability> {
                     "fs_type {fs_type:?} is not supported; use one of {SUPPORTED_FS_TYPES:?}"
                 )));
             }
-            Ok(Capability { mode, block: false, fs_type: fs_type.to_owned(), mount_flags: mount.mount_flags.clone() })
+            Ok(Capability {
+                mode,
+                block: false,
+                fs_type: fs_type.to_owned(),
+                mount_flags: mount.mount_flags.clone(),
+            })
         }
     }
 }

@@ -101,4 +101,3 @@ mod tests {
         assert!(!fits(GIB, range(0, MIB).as_ref()));
     }
 }
-

@@ -8,13 +8,13 @@
 use std::collections::{BTreeMap, HashMap};
 
 use lab01_identity::csi::controller_server::Controller;
-use lab01_identity::csi::controller_service_capability::{rpc, Rpc, Type as CapType};
+use lab01_identity::csi::controller_service_capability::{Rpc, Type as CapType, rpc};
 use lab01_identity::csi::*;
 use lab01_identity::server::record_volume_id;
 use tonic::{Request, Response, Status};
 
 use crate::backend::{Attachment, Backend, VolumeKind, VolumeRecord};
-use crate::capability::{self, is_multi_node, unsupported_reason, Capability};
+use crate::capability::{self, Capability, is_multi_node, unsupported_reason};
 use crate::capacity;
 use crate::error::{Error, Result};
 use crate::locks::VolumeLocks;
@@ -75,7 +75,9 @@ impl ControllerService {
             return Err(Error::InvalidArgument(reason));
         }
         if req.volume_content_source.is_some() {
-            return Err(Error::InvalidArgument("volume content sources (snapshots, clones) are not supported".into()));
+            return Err(Error::InvalidArgument(
+                "volume content sources (snapshots, clones) are not supported".into(),
+            ));
         }
         self.topology.check_requirement(req.accessibility_requirements.as_ref(), self.backend.id())?;
         let capacity = capacity::from_range(req.capacity_range.as_ref(), self.max_volume_bytes)?;
@@ -136,7 +138,13 @@ impl ControllerService {
     // ANCHOR_END: delete-volume
 
     // ANCHOR: controller-publish
-    fn publish(&self, volume_id: &str, node_id: &str, cap: &Capability, readonly: bool) -> Result<HashMap<String, String>> {
+    fn publish(
+        &self,
+        volume_id: &str,
+        node_id: &str,
+        cap: &Capability,
+        readonly: bool,
+    ) -> Result<HashMap<String, String>> {
         let mut record = self.backend.get(volume_id)?;
         let node = self.backend.node(node_id)?.ok_or_else(|| Error::NodeNotFound(node_id.to_owned()))?;
         if let Some(reason) = unsupported_reason(record.kind, cap) {
@@ -161,17 +169,17 @@ impl ControllerService {
             None => {}
         }
         let single_node = |a: &Attachment| {
-            volume_capability::access_mode::Mode::from_str_name(&a.access_mode).is_none_or(|m| !is_multi_node(m))
+            volume_capability::access_mode::Mode::from_str_name(&a.access_mode)
+                .is_none_or(|m| !is_multi_node(m))
         };
-        if let Some((other, _)) = record
-            .attachments
-            .iter()
-            .find(|(_, a)| !is_multi_node(cap.mode) || single_node(a))
+        if let Some((other, _)) =
+            record.attachments.iter().find(|(_, a)| !is_multi_node(cap.mode) || single_node(a))
         {
             return Err(Error::PublishedElsewhere { volume: volume_id.to_owned(), other: other.clone() });
         }
         if node.max_volumes > 0 {
-            let attached = self.backend.list()?.iter().filter(|v| v.attachments.contains_key(node_id)).count();
+            let attached =
+                self.backend.list()?.iter().filter(|v| v.attachments.contains_key(node_id)).count();
             if attached as i64 >= node.max_volumes {
                 return Err(Error::NodeFull { node: node_id.to_owned(), max: node.max_volumes });
             }
@@ -188,10 +196,9 @@ impl ControllerService {
     /// return a LUN or a device path here.
     fn publish_context(&self, record: &VolumeRecord) -> HashMap<String, String> {
         match record.kind {
-            VolumeKind::Block => HashMap::from([(
-                PUBLISH_IMAGE.to_owned(),
-                format!("volumes/{}/disk.img", record.id),
-            )]),
+            VolumeKind::Block => {
+                HashMap::from([(PUBLISH_IMAGE.to_owned(), format!("volumes/{}/disk.img", record.id))])
+            }
             VolumeKind::File => HashMap::new(),
         }
     }
@@ -225,7 +232,9 @@ impl ControllerService {
     // ANCHOR: list-volumes
     fn list_volumes(&self, max_entries: i32, starting_token: &str) -> Result<ListVolumesResponse> {
         if max_entries < 0 {
-            return Err(Error::InvalidArgument(format!("max_entries must not be negative, got {max_entries}")));
+            return Err(Error::InvalidArgument(format!(
+                "max_entries must not be negative, got {max_entries}"
+            )));
         }
         let records = self.backend.list()?;
         // The token is the id of the next volume to return. Ids are sorted, so
@@ -293,7 +302,9 @@ fn own_parameters(parameters: &HashMap<String, String>) -> Result<BTreeMap<Strin
             continue;
         }
         if key != "type" {
-            return Err(Error::InvalidArgument(format!("unknown parameter {key:?}; only \"type\" is supported")));
+            return Err(Error::InvalidArgument(format!(
+                "unknown parameter {key:?}; only \"type\" is supported"
+            )));
         }
         own.insert(key.clone(), value.clone());
     }
@@ -307,14 +318,23 @@ fn reply<T>(result: Result<T>) -> Result<Response<T>, Status> {
 
 #[tonic::async_trait]
 impl Controller for ControllerService {
-    async fn create_volume(&self, request: Request<CreateVolumeRequest>) -> Result<Response<CreateVolumeResponse>, Status> {
+    async fn create_volume(
+        &self,
+        request: Request<CreateVolumeRequest>,
+    ) -> Result<Response<CreateVolumeResponse>, Status> {
         let req = request.into_inner();
         record_volume_id(&req.name);
         let _guard = self.locks.lock(&req.name).await;
-        reply(self.create_volume(&req).map(|record| CreateVolumeResponse { volume: Some(self.volume(&record)) }))
+        reply(
+            self.create_volume(&req)
+                .map(|record| CreateVolumeResponse { volume: Some(self.volume(&record)) }),
+        )
     }
 
-    async fn delete_volume(&self, request: Request<DeleteVolumeRequest>) -> Result<Response<DeleteVolumeResponse>, Status> {
+    async fn delete_volume(
+        &self,
+        request: Request<DeleteVolumeRequest>,
+    ) -> Result<Response<DeleteVolumeResponse>, Status> {
         let req = request.into_inner();
         record_volume_id(&req.volume_id);
         let id = validate::volume_id(&req.volume_id)?;
@@ -330,7 +350,8 @@ impl Controller for ControllerService {
         record_volume_id(&req.volume_id);
         let id = validate::volume_id(&req.volume_id)?;
         let node = validate::node_id(&req.node_id)?;
-        let cap = capability::parse(validate::required("volume_capability", req.volume_capability.as_ref())?)?;
+        let cap =
+            capability::parse(validate::required("volume_capability", req.volume_capability.as_ref())?)?;
         let _guard = self.locks.lock(id).await;
         reply(
             self.publish(id, node, &cap, req.readonly)
@@ -362,14 +383,11 @@ impl Controller for ControllerService {
         let capabilities = capability::parse_all(&req.volume_capabilities)?;
         let record = self.backend.get(id)?;
         // Confirm only what we really support; otherwise explain, without error.
-        let refusal = capabilities
-            .iter()
-            .find_map(|c| unsupported_reason(record.kind, c))
-            .or_else(|| {
-                let asked = own_parameters(&req.parameters).ok()?;
-                (!req.parameters.is_empty() && asked != record.parameters)
-                    .then(|| format!("the volume was created with parameters {:?}", record.parameters))
-            });
+        let refusal = capabilities.iter().find_map(|c| unsupported_reason(record.kind, c)).or_else(|| {
+            let asked = own_parameters(&req.parameters).ok()?;
+            (!req.parameters.is_empty() && asked != record.parameters)
+                .then(|| format!("the volume was created with parameters {:?}", record.parameters))
+        });
         let response = match refusal {
             Some(message) => ValidateVolumeCapabilitiesResponse { confirmed: None, message },
             None => ValidateVolumeCapabilitiesResponse {
@@ -386,17 +404,24 @@ impl Controller for ControllerService {
     }
     // ANCHOR_END: validate-volume-capabilities
 
-    async fn list_volumes(&self, request: Request<ListVolumesRequest>) -> Result<Response<ListVolumesResponse>, Status> {
+    async fn list_volumes(
+        &self,
+        request: Request<ListVolumesRequest>,
+    ) -> Result<Response<ListVolumesResponse>, Status> {
         let req = request.into_inner();
         reply(self.list_volumes(req.max_entries, &req.starting_token))
     }
 
     // ANCHOR: get-capacity
-    async fn get_capacity(&self, request: Request<GetCapacityRequest>) -> Result<Response<GetCapacityResponse>, Status> {
+    async fn get_capacity(
+        &self,
+        request: Request<GetCapacityRequest>,
+    ) -> Result<Response<GetCapacityResponse>, Status> {
         let req = request.into_inner();
         let params = own_parameters(&req.parameters)?;
         let kind = VolumeKind::parse(params.get("type").map(String::as_str).unwrap_or_default())?;
-        let capabilities: Vec<Capability> = req.volume_capabilities.iter().map(capability::parse).collect::<Result<_>>()?;
+        let capabilities: Vec<Capability> =
+            req.volume_capabilities.iter().map(capability::parse).collect::<Result<_>>()?;
         // Capacity elsewhere, or for a use we cannot serve, is zero.
         let elsewhere = req
             .accessible_topology
@@ -467,8 +492,11 @@ impl Controller for ControllerService {
             capability::parse(cap)?;
         }
         let _guard = self.locks.lock(id).await;
-        reply(self.expand(id, req.capacity_range.as_ref()).map(|(capacity_bytes, node_expansion_required)| {
-            ControllerExpandVolumeResponse { capacity_bytes, node_expansion_required }
-        }))
+        reply(self.expand(id, req.capacity_range.as_ref()).map(
+            |(capacity_bytes, node_expansion_required)| ControllerExpandVolumeResponse {
+                capacity_bytes,
+                node_expansion_required,
+            },
+        ))
     }
 }

@@ -1,6 +1,6 @@
 //! Assembling the lab 02 driver from its parts; lab 03 reuses this.
 
-use lab01_identity::args::{parse_size, DriverArgs};
+use lab01_identity::args::{DriverArgs, parse_size};
 use lab01_identity::identity::{IdentityService, PluginCapabilities};
 
 use crate::backend::Backend;
@@ -23,7 +23,11 @@ pub struct ControllerArgs {
 pub fn controller_service(args: &ControllerArgs) -> anyhow::Result<ControllerService> {
     let backend = Backend::open(&args.driver.backend_dir)?;
     tracing::info!(backend = %args.driver.backend_dir.display(), backend_id = backend.id(), "backend opened");
-    Ok(ControllerService::new(backend, TopologyKeys::for_driver(&args.driver.drivername), args.max_volume_size))
+    Ok(ControllerService::new(
+        backend,
+        TopologyKeys::for_driver(&args.driver.drivername),
+        args.max_volume_size,
+    ))
 }
 
 /// Identity for a driver that serves the Controller service. Online expansion
@@ -35,5 +39,10 @@ pub fn identity_service(args: &DriverArgs, controller: bool) -> anyhow::Result<I
         accessibility_constraints: true,
         online_expansion: true,
     };
-    Ok(IdentityService::new(&args.drivername, env!("CARGO_PKG_VERSION"), capabilities, vec![args.backend_dir.clone()])?)
+    Ok(IdentityService::new(
+        &args.drivername,
+        env!("CARGO_PKG_VERSION"),
+        capabilities,
+        vec![args.backend_dir.clone()],
+    )?)
 }

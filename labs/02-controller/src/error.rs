@@ -63,9 +63,7 @@ impl From<Error> for Status {
             Error::PublishedElsewhere { .. } | Error::StillPublished { .. } => {
                 Status::failed_precondition(message)
             }
-            Error::NodeFull { .. } | Error::TopologyUnavailable(_) => {
-                Status::resource_exhausted(message)
-            }
+            Error::NodeFull { .. } | Error::TopologyUnavailable(_) => Status::resource_exhausted(message),
             Error::CapacityOutOfRange(_) => Status::out_of_range(message),
             Error::NotWritten(_) => Status::unimplemented(message),
             // The spec's answer to a token the plugin cannot resume from.

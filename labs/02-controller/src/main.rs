@@ -7,7 +7,7 @@ use lab01_identity::csi::controller_server::ControllerServer;
 use lab01_identity::csi::identity_server::IdentityServer;
 use lab01_identity::server;
 use lab02_controller::backend::{Backend, NodeRecord};
-use lab02_controller::driver::{controller_service, identity_service, ControllerArgs};
+use lab02_controller::driver::{ControllerArgs, controller_service, identity_service};
 
 #[derive(Debug, Parser)]
 #[command(name = "csi-lab02", version, about = "CSI Identity and Controller services (lab 02)")]

@@ -35,7 +35,11 @@ impl TopologyKeys {
     /// CreateVolume must place the volume where `requirement.requisite` says.
     /// A segment that names our backend (nodes report it, so the segments
     /// the provisioner copies from node labels carry it) is one we can serve.
-    pub fn check_requirement(&self, requirement: Option<&TopologyRequirement>, backend_id: &str) -> Result<()> {
+    pub fn check_requirement(
+        &self,
+        requirement: Option<&TopologyRequirement>,
+        backend_id: &str,
+    ) -> Result<()> {
         let Some(requirement) = requirement else { return Ok(()) };
         // TODO(lab02): When `requisite` is not empty, at least one of its
         // segments must have `self.backend` set to `backend_id`. Otherwise the
@@ -44,14 +48,12 @@ impl TopologyKeys {
         if requirement.requisite.is_empty() {
             return Ok(());
         }
-        let reachable = |segment: &Topology| segment.segments.get(&self.backend).map(String::as_str) == Some(backend_id);
+        let reachable =
+            |segment: &Topology| segment.segments.get(&self.backend).map(String::as_str) == Some(backend_id);
         if requirement.requisite.iter().any(reachable) {
             Ok(())
         } else {
-            Err(Error::TopologyUnavailable(format!(
-                "no requisite segment has {}={backend_id}",
-                self.backend
-            )))
+            Err(Error::TopologyUnavailable(format!("no requisite segment has {}={backend_id}", self.backend)))
         }
         // ANCHOR_END: solution => Ok(())
     }
@@ -69,7 +71,8 @@ mod tests {
     #[test]
     fn a_requisite_naming_another_backend_cannot_be_served() {
         let keys = TopologyKeys::for_driver("csi.test");
-        let req = TopologyRequirement { requisite: vec![segment(&[(&keys.backend, "other")])], preferred: vec![] };
+        let req =
+            TopologyRequirement { requisite: vec![segment(&[(&keys.backend, "other")])], preferred: vec![] };
         assert!(matches!(keys.check_requirement(Some(&req), "san-1"), Err(Error::TopologyUnavailable(_))));
     }
 
@@ -77,7 +80,10 @@ mod tests {
     fn a_node_segment_that_carries_our_backend_is_served() {
         let keys = TopologyKeys::for_driver("csi.test");
         let node = segment(&[(&keys.backend, "san-1"), (&keys.node, "worker")]);
-        let req = TopologyRequirement { requisite: vec![segment(&[(&keys.backend, "x")]), node], preferred: vec![] };
+        let req = TopologyRequirement {
+            requisite: vec![segment(&[(&keys.backend, "x")]), node],
+            preferred: vec![],
+        };
         assert!(keys.check_requirement(Some(&req), "san-1").is_ok());
         assert!(keys.check_requirement(None, "san-1").is_ok());
     }

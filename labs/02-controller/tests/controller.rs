@@ -4,8 +4,8 @@
 mod common;
 
 use common::*;
-use lab01_identity::csi::controller_service_capability::rpc::Type as Rpc;
 use lab01_identity::csi::controller_service_capability::Type as CapType;
+use lab01_identity::csi::controller_service_capability::rpc::Type as Rpc;
 use lab01_identity::csi::volume_capability::access_mode::Mode;
 use lab01_identity::csi::*;
 use tonic::Code;
@@ -22,8 +22,14 @@ fn code<T: std::fmt::Debug>(result: Result<tonic::Response<T>, tonic::Status>) -
 #[tokio::test]
 async fn create_volume_makes_a_sparse_image_for_a_block_volume() {
     let mut d = Driver::start().await;
-    let volume = d.client.create_volume(create_request("pvc-1", "block", 64 * MIB)).await
-        .expect("CreateVolume must succeed").into_inner().volume.expect("a volume");
+    let volume = d
+        .client
+        .create_volume(create_request("pvc-1", "block", 64 * MIB))
+        .await
+        .expect("CreateVolume must succeed")
+        .into_inner()
+        .volume
+        .expect("a volume");
     assert_eq!(volume.volume_id, "pvc-1");
     assert_eq!(volume.capacity_bytes, 64 * MIB);
     assert_eq!(volume.volume_context.get("type").map(String::as_str), Some("block"));
@@ -35,16 +41,24 @@ async fn create_volume_makes_a_sparse_image_for_a_block_volume() {
 #[tokio::test]
 async fn create_volume_makes_a_directory_for_a_file_volume() {
     let mut d = Driver::start().await;
-    d.client.create_volume(create_request("share", "file", 32 * MIB)).await.expect("CreateVolume must succeed");
+    d.client
+        .create_volume(create_request("share", "file", 32 * MIB))
+        .await
+        .expect("CreateVolume must succeed");
     assert!(d.backend().data_dir("share").is_dir(), "a file volume is a directory on the backend");
 }
 
 #[tokio::test]
 async fn create_volume_twice_with_the_same_arguments_returns_the_same_volume() {
     let mut d = Driver::start().await;
-    let first = d.client.create_volume(create_request("pvc-1", "block", 64 * MIB)).await.unwrap().into_inner();
-    let second = d.client.create_volume(create_request("pvc-1", "block", 64 * MIB)).await
-        .expect("a retried CreateVolume must succeed").into_inner();
+    let first =
+        d.client.create_volume(create_request("pvc-1", "block", 64 * MIB)).await.unwrap().into_inner();
+    let second = d
+        .client
+        .create_volume(create_request("pvc-1", "block", 64 * MIB))
+        .await
+        .expect("a retried CreateVolume must succeed")
+        .into_inner();
     assert_eq!(first, second);
 }
 
@@ -52,8 +66,14 @@ async fn create_volume_twice_with_the_same_arguments_returns_the_same_volume() {
 async fn create_volume_with_the_same_name_but_other_arguments_is_already_exists() {
     let mut d = Driver::start().await;
     d.client.create_volume(create_request("pvc-1", "block", 64 * MIB)).await.unwrap();
-    assert_eq!(code(d.client.create_volume(create_request("pvc-1", "block", 128 * MIB)).await), Code::AlreadyExists);
-    assert_eq!(code(d.client.create_volume(create_request("pvc-1", "file", 64 * MIB)).await), Code::AlreadyExists);
+    assert_eq!(
+        code(d.client.create_volume(create_request("pvc-1", "block", 128 * MIB)).await),
+        Code::AlreadyExists
+    );
+    assert_eq!(
+        code(d.client.create_volume(create_request("pvc-1", "file", 64 * MIB)).await),
+        Code::AlreadyExists
+    );
 }
 
 #[tokio::test]
@@ -110,7 +130,8 @@ async fn create_volume_for_another_backends_topology_is_resource_exhausted() {
         requisite: vec![Topology { segments: [(key.clone(), ours.clone())].into() }],
         preferred: vec![Topology { segments: [(key.clone(), ours.clone())].into() }],
     });
-    let volume = d.client.create_volume(request).await.expect("our own backend is fine").into_inner().volume.unwrap();
+    let volume =
+        d.client.create_volume(request).await.expect("our own backend is fine").into_inner().volume.unwrap();
     assert_eq!(volume.accessible_topology[0].segments.get(&key), Some(&ours));
 }
 
@@ -121,8 +142,10 @@ async fn delete_volume_removes_the_data_and_a_second_delete_is_ok() {
     let mut d = Driver::start().await;
     d.client.create_volume(create_request("pvc-1", "block", 64 * MIB)).await.unwrap();
     for _ in 0..2 {
-        d.client.delete_volume(DeleteVolumeRequest { volume_id: "pvc-1".into(), ..Default::default() })
-            .await.expect("DeleteVolume must succeed, also for a volume that is already gone");
+        d.client
+            .delete_volume(DeleteVolumeRequest { volume_id: "pvc-1".into(), ..Default::default() })
+            .await
+            .expect("DeleteVolume must succeed, also for a volume that is already gone");
     }
     assert!(!d.backend().volume_dir("pvc-1").exists(), "the backend volume must be gone");
 }
@@ -131,14 +154,19 @@ async fn delete_volume_removes_the_data_and_a_second_delete_is_ok() {
 async fn delete_volume_refuses_bad_ids_and_published_volumes() {
     let mut d = Driver::start().await;
     for id in ["", "../backend-id", "a/b"] {
-        let r = d.client.delete_volume(DeleteVolumeRequest { volume_id: id.into(), ..Default::default() }).await;
+        let r =
+            d.client.delete_volume(DeleteVolumeRequest { volume_id: id.into(), ..Default::default() }).await;
         assert_eq!(code(r), Code::InvalidArgument, "volume_id {id:?}");
     }
     assert!(d.backend_dir().join("backend-id").exists(), "a traversal id must not delete anything");
     d.register_node("node-a", 0);
     d.client.create_volume(create_request("pvc-1", "block", 64 * MIB)).await.unwrap();
-    d.client.controller_publish_volume(publish_request("pvc-1", "node-a", Mode::SingleNodeWriter, false)).await.unwrap();
-    let r = d.client.delete_volume(DeleteVolumeRequest { volume_id: "pvc-1".into(), ..Default::default() }).await;
+    d.client
+        .controller_publish_volume(publish_request("pvc-1", "node-a", Mode::SingleNodeWriter, false))
+        .await
+        .unwrap();
+    let r =
+        d.client.delete_volume(DeleteVolumeRequest { volume_id: "pvc-1".into(), ..Default::default() }).await;
     assert_eq!(code(r), Code::FailedPrecondition, "a published volume must not be deleted");
 }
 
@@ -151,8 +179,12 @@ async fn publish_records_the_attachment_and_returns_a_publish_context() {
     d.client.create_volume(create_request("pvc-1", "block", 64 * MIB)).await.unwrap();
     let mut contexts = vec![];
     for _ in 0..2 {
-        let r = d.client.controller_publish_volume(publish_request("pvc-1", "node-a", Mode::SingleNodeWriter, false))
-            .await.expect("ControllerPublishVolume must succeed, twice").into_inner();
+        let r = d
+            .client
+            .controller_publish_volume(publish_request("pvc-1", "node-a", Mode::SingleNodeWriter, false))
+            .await
+            .expect("ControllerPublishVolume must succeed, twice")
+            .into_inner();
         contexts.push(r.publish_context);
     }
     assert_eq!(contexts[0], contexts[1]);
@@ -170,21 +202,46 @@ async fn publish_error_codes_follow_the_spec() {
     let cases = [
         ("unknown volume", publish_request("nope", "node-a", Mode::SingleNodeWriter, false), Code::NotFound),
         ("unknown node", publish_request("pvc-1", "node-z", Mode::SingleNodeWriter, false), Code::NotFound),
-        ("empty volume id", publish_request("", "node-a", Mode::SingleNodeWriter, false), Code::InvalidArgument),
+        (
+            "empty volume id",
+            publish_request("", "node-a", Mode::SingleNodeWriter, false),
+            Code::InvalidArgument,
+        ),
         ("empty node id", publish_request("pvc-1", "", Mode::SingleNodeWriter, false), Code::InvalidArgument),
-        ("traversal id", publish_request("../x", "node-a", Mode::SingleNodeWriter, false), Code::InvalidArgument),
-        ("no capability", ControllerPublishVolumeRequest { volume_id: "pvc-1".into(), node_id: "node-a".into(), ..Default::default() }, Code::InvalidArgument),
+        (
+            "traversal id",
+            publish_request("../x", "node-a", Mode::SingleNodeWriter, false),
+            Code::InvalidArgument,
+        ),
+        (
+            "no capability",
+            ControllerPublishVolumeRequest {
+                volume_id: "pvc-1".into(),
+                node_id: "node-a".into(),
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+        ),
     ];
     for (what, request, expected) in cases {
         assert_eq!(code(d.client.controller_publish_volume(request).await), expected, "{what}");
     }
-    d.client.controller_publish_volume(publish_request("pvc-1", "node-a", Mode::SingleNodeWriter, false)).await.unwrap();
+    d.client
+        .controller_publish_volume(publish_request("pvc-1", "node-a", Mode::SingleNodeWriter, false))
+        .await
+        .unwrap();
     let readonly_now = publish_request("pvc-1", "node-a", Mode::SingleNodeWriter, true);
-    assert_eq!(code(d.client.controller_publish_volume(readonly_now).await), Code::AlreadyExists,
-        "the same node with a different readonly flag is ALREADY_EXISTS");
+    assert_eq!(
+        code(d.client.controller_publish_volume(readonly_now).await),
+        Code::AlreadyExists,
+        "the same node with a different readonly flag is ALREADY_EXISTS"
+    );
     let elsewhere = publish_request("pvc-1", "node-b", Mode::SingleNodeWriter, false);
-    assert_eq!(code(d.client.controller_publish_volume(elsewhere).await), Code::FailedPrecondition,
-        "a single-node volume published elsewhere is FAILED_PRECONDITION");
+    assert_eq!(
+        code(d.client.controller_publish_volume(elsewhere).await),
+        Code::FailedPrecondition,
+        "a single-node volume published elsewhere is FAILED_PRECONDITION"
+    );
 }
 
 #[tokio::test]
@@ -194,8 +251,14 @@ async fn a_node_at_its_volume_limit_is_resource_exhausted() {
     for name in ["v1", "v2"] {
         d.client.create_volume(create_request(name, "block", 16 * MIB)).await.unwrap();
     }
-    d.client.controller_publish_volume(publish_request("v1", "node-a", Mode::SingleNodeWriter, false)).await.unwrap();
-    let r = d.client.controller_publish_volume(publish_request("v2", "node-a", Mode::SingleNodeWriter, false)).await;
+    d.client
+        .controller_publish_volume(publish_request("v1", "node-a", Mode::SingleNodeWriter, false))
+        .await
+        .unwrap();
+    let r = d
+        .client
+        .controller_publish_volume(publish_request("v2", "node-a", Mode::SingleNodeWriter, false))
+        .await;
     assert_eq!(code(r), Code::ResourceExhausted);
 }
 
@@ -206,11 +269,19 @@ async fn a_file_volume_can_be_published_to_many_nodes() {
     d.register_node("node-b", 0);
     d.client.create_volume(create_request("share", "file", 16 * MIB)).await.unwrap();
     for node in ["node-a", "node-b"] {
-        d.client.controller_publish_volume(publish_request("share", node, Mode::MultiNodeMultiWriter, false))
-            .await.expect("multi-node file volumes publish to every node");
+        d.client
+            .controller_publish_volume(publish_request("share", node, Mode::MultiNodeMultiWriter, false))
+            .await
+            .expect("multi-node file volumes publish to every node");
     }
-    let status = d.client.controller_get_volume(ControllerGetVolumeRequest { volume_id: "share".into() })
-        .await.unwrap().into_inner().status.unwrap();
+    let status = d
+        .client
+        .controller_get_volume(ControllerGetVolumeRequest { volume_id: "share".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
     assert_eq!(status.published_node_ids, vec!["node-a".to_string(), "node-b".to_string()]);
 }
 
@@ -219,16 +290,30 @@ async fn unpublish_is_idempotent_and_tolerates_volumes_that_are_gone() {
     let mut d = Driver::start().await;
     d.register_node("node-a", 0);
     d.client.create_volume(create_request("pvc-1", "block", 16 * MIB)).await.unwrap();
-    d.client.controller_publish_volume(publish_request("pvc-1", "node-a", Mode::SingleNodeWriter, false)).await.unwrap();
+    d.client
+        .controller_publish_volume(publish_request("pvc-1", "node-a", Mode::SingleNodeWriter, false))
+        .await
+        .unwrap();
     let unpublish = |volume: &str, node: &str| ControllerUnpublishVolumeRequest {
-        volume_id: volume.into(), node_id: node.into(), ..Default::default()
+        volume_id: volume.into(),
+        node_id: node.into(),
+        ..Default::default()
     };
     for _ in 0..2 {
-        d.client.controller_unpublish_volume(unpublish("pvc-1", "node-a")).await.expect("unpublish must succeed twice");
+        d.client
+            .controller_unpublish_volume(unpublish("pvc-1", "node-a"))
+            .await
+            .expect("unpublish must succeed twice");
     }
     assert!(d.backend().get("pvc-1").unwrap().attachments.is_empty());
-    d.client.controller_unpublish_volume(unpublish("gone", "node-a")).await.expect("a missing volume is unpublished");
-    assert_eq!(code(d.client.controller_unpublish_volume(unpublish("", "node-a")).await), Code::InvalidArgument);
+    d.client
+        .controller_unpublish_volume(unpublish("gone", "node-a"))
+        .await
+        .expect("a missing volume is unpublished");
+    assert_eq!(
+        code(d.client.controller_unpublish_volume(unpublish("", "node-a")).await),
+        Code::InvalidArgument
+    );
 }
 
 // ---- Validate, List, Capacity, Get, Expand, Capabilities --------------------
@@ -238,12 +323,23 @@ async fn validate_volume_capabilities_confirms_only_what_the_volume_supports() {
     let mut d = Driver::start().await;
     d.client.create_volume(create_request("pvc-1", "block", 16 * MIB)).await.unwrap();
     let request = |mode| ValidateVolumeCapabilitiesRequest {
-        volume_id: "pvc-1".into(), volume_capabilities: vec![mount_cap(mode)], ..Default::default()
+        volume_id: "pvc-1".into(),
+        volume_capabilities: vec![mount_cap(mode)],
+        ..Default::default()
     };
-    let ok = d.client.validate_volume_capabilities(request(Mode::SingleNodeWriter)).await.unwrap().into_inner();
+    let ok =
+        d.client.validate_volume_capabilities(request(Mode::SingleNodeWriter)).await.unwrap().into_inner();
     assert!(ok.confirmed.is_some(), "single-node writer is supported for block volumes");
-    let no = d.client.validate_volume_capabilities(request(Mode::MultiNodeMultiWriter)).await.unwrap().into_inner();
-    assert!(no.confirmed.is_none() && !no.message.is_empty(), "multi-node block must not be confirmed, with a reason");
+    let no = d
+        .client
+        .validate_volume_capabilities(request(Mode::MultiNodeMultiWriter))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        no.confirmed.is_none() && !no.message.is_empty(),
+        "multi-node block must not be confirmed, with a reason"
+    );
     let mut missing = request(Mode::SingleNodeWriter);
     missing.volume_id = "nope".into();
     assert_eq!(code(d.client.validate_volume_capabilities(missing).await), Code::NotFound);
@@ -261,17 +357,25 @@ async fn list_volumes_pages_through_every_volume_and_aborts_on_a_bad_token() {
     let mut seen = vec![];
     let mut token = String::new();
     loop {
-        let page = d.client.list_volumes(ListVolumesRequest { max_entries: 2, starting_token: token.clone() })
-            .await.expect("ListVolumes must succeed").into_inner();
+        let page = d
+            .client
+            .list_volumes(ListVolumesRequest { max_entries: 2, starting_token: token.clone() })
+            .await
+            .expect("ListVolumes must succeed")
+            .into_inner();
         assert!(page.entries.len() <= 2, "a page must respect max_entries");
         seen.extend(page.entries.into_iter().map(|e| e.volume.unwrap().volume_id));
-        if page.next_token.is_empty() { break; }
+        if page.next_token.is_empty() {
+            break;
+        }
         token = page.next_token;
     }
     assert_eq!(seen, vec!["v0", "v1", "v2", "v3", "v4"]);
-    let bad = d.client.list_volumes(ListVolumesRequest { max_entries: 0, starting_token: "garbage".into() }).await;
+    let bad =
+        d.client.list_volumes(ListVolumesRequest { max_entries: 0, starting_token: "garbage".into() }).await;
     assert_eq!(code(bad), Code::Aborted);
-    let negative = d.client.list_volumes(ListVolumesRequest { max_entries: -1, starting_token: String::new() }).await;
+    let negative =
+        d.client.list_volumes(ListVolumesRequest { max_entries: -1, starting_token: String::new() }).await;
     assert_eq!(code(negative), Code::InvalidArgument);
 }
 
@@ -282,7 +386,9 @@ async fn get_capacity_reports_the_backend_free_space() {
     assert!(r.available_capacity > 0);
     assert!(r.minimum_volume_size.is_some() && r.maximum_volume_size.is_some());
     let elsewhere = GetCapacityRequest {
-        accessible_topology: Some(Topology { segments: [("topology.csi.workshop.dev/backend".into(), "other".into())].into() }),
+        accessible_topology: Some(Topology {
+            segments: [("topology.csi.workshop.dev/backend".into(), "other".into())].into(),
+        }),
         ..Default::default()
     };
     assert_eq!(d.client.get_capacity(elsewhere).await.unwrap().into_inner().available_capacity, 0);
@@ -293,15 +399,34 @@ async fn controller_get_volume_shows_published_nodes_and_health() {
     let mut d = Driver::start().await;
     d.register_node("node-a", 0);
     d.client.create_volume(create_request("pvc-1", "block", 16 * MIB)).await.unwrap();
-    d.client.controller_publish_volume(publish_request("pvc-1", "node-a", Mode::SingleNodeWriter, false)).await.unwrap();
-    let r = d.client.controller_get_volume(ControllerGetVolumeRequest { volume_id: "pvc-1".into() }).await.unwrap().into_inner();
+    d.client
+        .controller_publish_volume(publish_request("pvc-1", "node-a", Mode::SingleNodeWriter, false))
+        .await
+        .unwrap();
+    let r = d
+        .client
+        .controller_get_volume(ControllerGetVolumeRequest { volume_id: "pvc-1".into() })
+        .await
+        .unwrap()
+        .into_inner();
     let status = r.status.unwrap();
     assert_eq!(status.published_node_ids, vec!["node-a".to_string()]);
     assert!(!status.volume_condition.unwrap().abnormal);
     std::fs::remove_file(d.backend().image_path("pvc-1")).unwrap();
-    let r = d.client.controller_get_volume(ControllerGetVolumeRequest { volume_id: "pvc-1".into() }).await.unwrap().into_inner();
-    assert!(r.status.unwrap().volume_condition.unwrap().abnormal, "missing data must be reported as abnormal");
-    assert_eq!(code(d.client.controller_get_volume(ControllerGetVolumeRequest { volume_id: "nope".into() }).await), Code::NotFound);
+    let r = d
+        .client
+        .controller_get_volume(ControllerGetVolumeRequest { volume_id: "pvc-1".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        r.status.unwrap().volume_condition.unwrap().abnormal,
+        "missing data must be reported as abnormal"
+    );
+    assert_eq!(
+        code(d.client.controller_get_volume(ControllerGetVolumeRequest { volume_id: "nope".into() }).await),
+        Code::NotFound
+    );
 }
 
 #[tokio::test]
@@ -314,7 +439,12 @@ async fn expanding_a_block_volume_grows_the_image_and_asks_for_node_expansion() 
         ..Default::default()
     };
     for _ in 0..2 {
-        let r = d.client.controller_expand_volume(expand(32 * MIB)).await.expect("expand must succeed twice").into_inner();
+        let r = d
+            .client
+            .controller_expand_volume(expand(32 * MIB))
+            .await
+            .expect("expand must succeed twice")
+            .into_inner();
         assert_eq!(r.capacity_bytes, 32 * MIB);
         assert!(r.node_expansion_required, "the node must grow the filesystem");
     }
@@ -333,12 +463,29 @@ async fn expanding_a_block_volume_grows_the_image_and_asks_for_node_expansion() 
 #[tokio::test]
 async fn controller_capabilities_advertise_what_is_served() {
     let mut d = Driver::start().await;
-    let caps: Vec<i32> = d.client.controller_get_capabilities(ControllerGetCapabilitiesRequest {}).await.unwrap()
-        .into_inner().capabilities.into_iter()
-        .filter_map(|c| match c.r#type { Some(CapType::Rpc(rpc)) => Some(rpc.r#type), _ => None })
+    let caps: Vec<i32> = d
+        .client
+        .controller_get_capabilities(ControllerGetCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .capabilities
+        .into_iter()
+        .filter_map(|c| match c.r#type {
+            Some(CapType::Rpc(rpc)) => Some(rpc.r#type),
+            _ => None,
+        })
         .collect();
-    for wanted in [Rpc::CreateDeleteVolume, Rpc::PublishUnpublishVolume, Rpc::ListVolumes, Rpc::GetCapacity,
-        Rpc::ExpandVolume, Rpc::GetVolume, Rpc::ListVolumesPublishedNodes, Rpc::VolumeCondition] {
+    for wanted in [
+        Rpc::CreateDeleteVolume,
+        Rpc::PublishUnpublishVolume,
+        Rpc::ListVolumes,
+        Rpc::GetCapacity,
+        Rpc::ExpandVolume,
+        Rpc::GetVolume,
+        Rpc::ListVolumesPublishedNodes,
+        Rpc::VolumeCondition,
+    ] {
         assert!(caps.contains(&(wanted as i32)), "missing {}", wanted.as_str_name());
     }
     let r = d.client.create_snapshot(CreateSnapshotRequest::default()).await;
@@ -353,15 +500,34 @@ async fn volumes_and_attachments_survive_a_restart() {
     d.register_node("node-a", 0);
     d.register_node("node-b", 0);
     d.client.create_volume(create_request("pvc-1", "block", 16 * MIB)).await.unwrap();
-    d.client.controller_publish_volume(publish_request("pvc-1", "node-a", Mode::SingleNodeWriter, false)).await.unwrap();
+    d.client
+        .controller_publish_volume(publish_request("pvc-1", "node-a", Mode::SingleNodeWriter, false))
+        .await
+        .unwrap();
 
     let mut d = d.restart().await;
-    let again = d.client.controller_publish_volume(publish_request("pvc-1", "node-a", Mode::SingleNodeWriter, false)).await;
+    let again = d
+        .client
+        .controller_publish_volume(publish_request("pvc-1", "node-a", Mode::SingleNodeWriter, false))
+        .await;
     assert!(again.is_ok(), "the attachment must survive the restart");
-    let elsewhere = d.client.controller_publish_volume(publish_request("pvc-1", "node-b", Mode::SingleNodeWriter, false)).await;
+    let elsewhere = d
+        .client
+        .controller_publish_volume(publish_request("pvc-1", "node-b", Mode::SingleNodeWriter, false))
+        .await;
     assert_eq!(code(elsewhere), Code::FailedPrecondition, "and still block other nodes");
-    d.client.controller_unpublish_volume(ControllerUnpublishVolumeRequest { volume_id: "pvc-1".into(), node_id: "node-a".into(), ..Default::default() }).await.unwrap();
-    d.client.delete_volume(DeleteVolumeRequest { volume_id: "pvc-1".into(), ..Default::default() }).await.unwrap();
+    d.client
+        .controller_unpublish_volume(ControllerUnpublishVolumeRequest {
+            volume_id: "pvc-1".into(),
+            node_id: "node-a".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    d.client
+        .delete_volume(DeleteVolumeRequest { volume_id: "pvc-1".into(), ..Default::default() })
+        .await
+        .unwrap();
     assert!(d.backend().list().unwrap().is_empty());
 }
 
@@ -372,8 +538,12 @@ async fn concurrent_creates_of_one_name_make_exactly_one_volume() {
         let mut client = d.client.clone();
         tokio::spawn(async move { client.create_volume(create_request("race", "block", 16 * MIB)).await })
     });
-    let ids: Vec<String> = futures_join(calls).await.into_iter()
-        .map(|r| r.expect("every concurrent CreateVolume must succeed").into_inner().volume.unwrap().volume_id)
+    let ids: Vec<String> = futures_join(calls)
+        .await
+        .into_iter()
+        .map(|r| {
+            r.expect("every concurrent CreateVolume must succeed").into_inner().volume.unwrap().volume_id
+        })
         .collect();
     assert!(ids.iter().all(|id| id == "race"));
     assert_eq!(d.backend().list().unwrap().len(), 1);
@@ -388,11 +558,14 @@ async fn concurrent_publishes_to_two_nodes_let_exactly_one_win() {
     let calls = ["node-a", "node-b", "node-a", "node-b"].map(|node| {
         let mut client = d.client.clone();
         tokio::spawn(async move {
-            client.controller_publish_volume(publish_request("pvc-1", node, Mode::SingleNodeWriter, false)).await
+            client
+                .controller_publish_volume(publish_request("pvc-1", node, Mode::SingleNodeWriter, false))
+                .await
         })
     });
     let results = futures_join(calls).await;
-    let winners: std::collections::BTreeSet<_> = d.backend().get("pvc-1").unwrap().attachments.into_keys().collect();
+    let winners: std::collections::BTreeSet<_> =
+        d.backend().get("pvc-1").unwrap().attachments.into_keys().collect();
     assert_eq!(winners.len(), 1, "a single-node volume must end up on exactly one node");
     let ok = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(ok, 2, "both calls for the winning node succeed, both for the other fail");

@@ -11,7 +11,7 @@ use lab01_identity::csi::controller_server::ControllerServer;
 use lab01_identity::csi::identity_server::IdentityServer;
 use lab01_identity::csi::node_server::NodeServer;
 use lab02_controller::backend::Backend;
-use lab02_controller::driver::{controller_service, identity_service, ControllerArgs};
+use lab02_controller::driver::{ControllerArgs, controller_service, identity_service};
 use lab02_controller::topology::TopologyKeys;
 use tonic::transport::server::Router;
 
@@ -52,7 +52,8 @@ pub struct NodeArgs {
 /// Builds the router with the services `args.mode` asks for.
 pub fn router(args: &NodeArgs) -> anyhow::Result<Router> {
     let serve_controller = args.mode != Mode::Node;
-    let identity = identity_service(&args.controller.driver, serve_controller).context("invalid driver configuration")?;
+    let identity = identity_service(&args.controller.driver, serve_controller)
+        .context("invalid driver configuration")?;
     let mut router = lab01_identity::server::grpc_server().add_service(IdentityServer::new(identity));
     if serve_controller {
         router = router.add_service(ControllerServer::new(controller_service(&args.controller)?));

@@ -28,7 +28,9 @@ pub enum Error {
     StillPublished { volume: String, targets: Vec<String> },
     #[error("volume {volume:?} is not staged or published at {path}")]
     NotAtPath { volume: String, path: PathBuf },
-    #[error("the backend volume is {have} bytes, less than the {want} requested: ControllerExpandVolume must run first")]
+    #[error(
+        "the backend volume is {have} bytes, less than the {want} requested: ControllerExpandVolume must run first"
+    )]
     NotExpandedYet { have: i64, want: i64 },
     #[error("volume {0:?} is attached read-only and has no filesystem yet; it cannot be formatted")]
     ReadOnlyBlank(String),

@@ -34,23 +34,11 @@ pub enum FsError {
     #[error(
         "{device} already contains {found}, but {wanted} was requested; refusing to reformat (that would destroy its data)"
     )]
-    Mismatch {
-        device: PathBuf,
-        found: String,
-        wanted: String,
-    },
+    Mismatch { device: PathBuf, found: String, wanted: String },
     #[error("`{cmd}` failed ({status}): {stderr}")]
-    CommandFailed {
-        cmd: String,
-        status: ExitStatus,
-        stderr: String,
-    },
+    CommandFailed { cmd: String, status: ExitStatus, stderr: String },
     #[error("{tool} not found on this node: install {package} to use {fs_type}")]
-    ToolMissing {
-        tool: String,
-        package: &'static str,
-        fs_type: String,
-    },
+    ToolMissing { tool: String, package: &'static str, fs_type: String },
     #[error("cannot run `{cmd}`: {source}")]
     Spawn {
         cmd: String,
@@ -93,10 +81,7 @@ pub fn validate_fs_type(fs_type: &str) -> Result<&'static str, FsError> {
 /// flavours are told apart by feature flags the way blkid does: features
 /// ext3 cannot handle mean ext4, else a journal means ext3, else ext2.
 pub fn probe(device: &Path) -> Result<Option<String>, FsError> {
-    let io_err = |source| FsError::Io {
-        path: device.to_path_buf(),
-        source,
-    };
+    let io_err = |source| FsError::Io { path: device.to_path_buf(), source };
     let file = File::open(device).map_err(io_err)?;
     let head = read_up_to(&file, 0, BLANK_CHECK_BYTES).map_err(io_err)?;
     if let Some(found) = identify(&head) {
@@ -108,9 +93,7 @@ pub fn probe(device: &Path) -> Result<Option<String>, FsError> {
     // Some metadata (md 1.0, GPT backup, ZFS labels) lives at the end.
     let size = device_size(&file).map_err(io_err)?;
     if size > BLANK_CHECK_BYTES {
-        let tail_start = size
-            .saturating_sub(BLANK_CHECK_BYTES)
-            .max(BLANK_CHECK_BYTES);
+        let tail_start = size.saturating_sub(BLANK_CHECK_BYTES).max(BLANK_CHECK_BYTES);
         let tail = read_up_to(&file, tail_start, size - tail_start).map_err(io_err)?;
         if tail.iter().any(|&b| b != 0) {
             return Ok(Some("unknown".into()));
@@ -133,21 +116,15 @@ pub fn ensure_formatted(device: &Path, fs_type: &str) -> Result<bool, FsError> {
             debug!(device = %device.display(), fs_type = wanted, "already formatted");
             Ok(false)
         }
-        Some(found) => Err(FsError::Mismatch {
-            device: device.to_path_buf(),
-            found,
-            wanted: wanted.to_string(),
-        }),
+        Some(found) => {
+            Err(FsError::Mismatch { device: device.to_path_buf(), found, wanted: wanted.to_string() })
+        }
         None => {
             let dev = device.as_os_str().to_string_lossy();
             match wanted {
                 // -F: no interactive questions; -m 0: no blocks reserved for
                 // root, so the volume offers the capacity that was requested.
-                "ext4" | "ext3" => run(
-                    &format!("mkfs.{wanted}"),
-                    &["-F", "-q", "-m", "0", &dev],
-                    wanted,
-                )?,
+                "ext4" | "ext3" => run(&format!("mkfs.{wanted}"), &["-F", "-q", "-m", "0", &dev], wanted)?,
                 // No -f: mkfs.xfs then refuses to overwrite a signature we
                 // might have missed, a second line of defence.
                 "xfs" => run("mkfs.xfs", &["-q", &dev], wanted)?,
@@ -172,12 +149,7 @@ pub fn grow(device: &Path, mount_point: &Path, fs_type: &str) -> Result<(), FsEr
     let wanted = validate_fs_type(fs_type)?;
     match wanted {
         "ext4" | "ext3" => {
-            run(
-                "resize2fs",
-                &[&device.as_os_str().to_string_lossy()],
-                wanted,
-            )
-            .map_err(|mut err| {
+            run("resize2fs", &[&device.as_os_str().to_string_lossy()], wanted).map_err(|mut err| {
                 // resize2fs only says "Permission denied" when the
                 // online-resize ioctl is refused.
                 if let FsError::CommandFailed { stderr, .. } = &mut err
@@ -188,11 +160,7 @@ pub fn grow(device: &Path, mount_point: &Path, fs_type: &str) -> Result<(), FsEr
                 err
             })?
         }
-        "xfs" => run(
-            "xfs_growfs",
-            &["-d", &mount_point.as_os_str().to_string_lossy()],
-            wanted,
-        )?,
+        "xfs" => run("xfs_growfs", &["-d", &mount_point.as_os_str().to_string_lossy()], wanted)?,
         other => return Err(FsError::Unsupported(other.to_string())),
     }
     info!(device = %device.display(), mount_point = %mount_point.display(), fs_type = wanted, "grew filesystem");
@@ -214,10 +182,8 @@ pub struct Usage {
 
 /// `statvfs(path)` turned into byte and inode counts.
 pub fn usage(path: &Path) -> Result<Usage, FsError> {
-    let stat = nix::sys::statvfs::statvfs(path).map_err(|source| FsError::Statvfs {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let stat = nix::sys::statvfs::statvfs(path)
+        .map_err(|source| FsError::Statvfs { path: path.to_path_buf(), source })?;
     // Block counts are in units of the fragment size (f_frsize).
     let unit = to_u64(stat.fragment_size());
     let blocks = to_u64(stat.blocks());
@@ -241,29 +207,19 @@ fn to_u64(value: impl Into<u64>) -> u64 {
 
 /// Run an external tool, capturing stderr for the error.
 fn run(tool: &str, args: &[&str], fs_type: &str) -> Result<(), FsError> {
-    let cmd = std::iter::once(tool)
-        .chain(args.iter().copied())
-        .collect::<Vec<_>>()
-        .join(" ");
+    let cmd = std::iter::once(tool).chain(args.iter().copied()).collect::<Vec<_>>().join(" ");
     debug!(%cmd, "running");
-    let output = Command::new(resolve(tool))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| {
-            if source.kind() == io::ErrorKind::NotFound {
-                FsError::ToolMissing {
-                    tool: tool.to_string(),
-                    package: package_of(tool),
-                    fs_type: fs_type.to_string(),
-                }
-            } else {
-                FsError::Spawn {
-                    cmd: cmd.clone(),
-                    source,
-                }
+    let output = Command::new(resolve(tool)).args(args).stdin(Stdio::null()).output().map_err(|source| {
+        if source.kind() == io::ErrorKind::NotFound {
+            FsError::ToolMissing {
+                tool: tool.to_string(),
+                package: package_of(tool),
+                fs_type: fs_type.to_string(),
             }
-        })?;
+        } else {
+            FsError::Spawn { cmd: cmd.clone(), source }
+        }
+    })?;
     if output.status.success() {
         return Ok(());
     }
@@ -272,11 +228,7 @@ fn run(tool: &str, args: &[&str], fs_type: &str) -> Result<(), FsError> {
     if stderr.is_empty() {
         stderr = String::from_utf8_lossy(&output.stdout).trim().to_string();
     }
-    Err(FsError::CommandFailed {
-        cmd,
-        status: output.status,
-        stderr,
-    })
+    Err(FsError::CommandFailed { cmd, status: output.status, stderr })
 }
 
 /// The tool itself if it is on `PATH`, else `/usr/sbin/<tool>` or
@@ -297,11 +249,7 @@ fn resolve(tool: &str) -> PathBuf {
 }
 
 fn package_of(tool: &str) -> &'static str {
-    if tool.starts_with("xfs") || tool == "mkfs.xfs" {
-        "xfsprogs"
-    } else {
-        "e2fsprogs"
-    }
+    if tool.starts_with("xfs") || tool == "mkfs.xfs" { "xfsprogs" } else { "e2fsprogs" }
 }
 
 /// Read up to `len` bytes at `offset` (less at end of device).
@@ -347,9 +295,7 @@ const EXT3_RO_COMPAT_OK: u32 = 0x0001 | 0x0002 | 0x0004;
 fn identify(head: &[u8]) -> Option<&'static str> {
     let at = |offset: usize, magic: &[u8]| head.get(offset..offset + magic.len()) == Some(magic);
     let le32 = |offset: usize| {
-        head.get(offset..offset + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .unwrap_or(0)
+        head.get(offset..offset + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(0)
     };
 
     if at(EXT_MAGIC_OFFSET, &EXT_MAGIC.to_le_bytes()) {
@@ -399,8 +345,7 @@ mod tests {
         buf[EXT_MAGIC_OFFSET..EXT_MAGIC_OFFSET + 2].copy_from_slice(&EXT_MAGIC.to_le_bytes());
         buf[EXT_COMPAT_OFFSET..EXT_COMPAT_OFFSET + 4].copy_from_slice(&compat.to_le_bytes());
         buf[EXT_INCOMPAT_OFFSET..EXT_INCOMPAT_OFFSET + 4].copy_from_slice(&incompat.to_le_bytes());
-        buf[EXT_RO_COMPAT_OFFSET..EXT_RO_COMPAT_OFFSET + 4]
-            .copy_from_slice(&ro_compat.to_le_bytes());
+        buf[EXT_RO_COMPAT_OFFSET..EXT_RO_COMPAT_OFFSET + 4].copy_from_slice(&ro_compat.to_le_bytes());
         buf
     }
 
@@ -466,8 +411,7 @@ mod tests {
         assert_eq!(probe(&image).unwrap(), None);
 
         // Non-zero bytes near the end are not "blank" either.
-        file.write_all_at(b"data", 4 * BLANK_CHECK_BYTES - 100)
-            .unwrap();
+        file.write_all_at(b"data", 4 * BLANK_CHECK_BYTES - 100).unwrap();
         assert_eq!(probe(&image).unwrap().as_deref(), Some("unknown"));
     }
 
@@ -491,11 +435,7 @@ mod tests {
     fn failed_commands_carry_their_stderr() {
         let err = run("sh", &["-c", "echo boom >&2; exit 3"], "ext4").unwrap_err();
         match err {
-            FsError::CommandFailed {
-                cmd,
-                status,
-                stderr,
-            } => {
+            FsError::CommandFailed { cmd, status, stderr } => {
                 assert!(cmd.starts_with("sh -c"));
                 assert_eq!(status.code(), Some(3));
                 assert_eq!(stderr, "boom");

@@ -60,29 +60,16 @@ pub enum LoopError {
         #[source]
         source: Errno,
     },
-    #[error(
-        "{path} exists but is not block device {major}:{minor} ({found}); refusing to touch it"
-    )]
-    BadDeviceNode {
-        path: PathBuf,
-        major: u64,
-        minor: u64,
-        found: String,
-    },
+    #[error("{path} exists but is not block device {major}:{minor} ({found}); refusing to touch it")]
+    BadDeviceNode { path: PathBuf, major: u64, minor: u64, found: String },
     #[error("{device} is not a loop device")]
     NotALoopDevice { device: PathBuf },
     #[error("{device}{} is in use (mounted or still open); unmount/close it before detaching", for_backing(.backing_file))]
-    Busy {
-        device: PathBuf,
-        backing_file: Option<PathBuf>,
-    },
+    Busy { device: PathBuf, backing_file: Option<PathBuf> },
     #[error(
         "no free loop device for {backing_file} after {attempts} attempts (other attachers kept taking it)"
     )]
-    NoFreeDevice {
-        backing_file: PathBuf,
-        attempts: u32,
-    },
+    NoFreeDevice { backing_file: PathBuf, attempts: u32 },
     #[error(
         "{backing_file} is already attached to {device} with read_only={attached_read_only}, but read_only={requested_read_only} was requested"
     )]
@@ -118,16 +105,10 @@ pub fn attach(backing_file: &Path, read_only: bool) -> Result<PathBuf, LoopError
         .read(true)
         .write(!read_only)
         .open(backing_file)
-        .map_err(|source| LoopError::BackingFile {
-            path: backing_file.to_path_buf(),
-            source,
-        })?;
+        .map_err(|source| LoopError::BackingFile { path: backing_file.to_path_buf(), source })?;
     let canonical = backing_file
         .canonicalize()
-        .map_err(|source| LoopError::BackingFile {
-            path: backing_file.to_path_buf(),
-            source,
-        })?;
+        .map_err(|source| LoopError::BackingFile { path: backing_file.to_path_buf(), source })?;
 
     if let Some(device) = find_by_backing_file(&canonical)? {
         let attached_read_only = is_read_only(&device)?;
@@ -147,11 +128,7 @@ pub fn attach(backing_file: &Path, read_only: bool) -> Result<PathBuf, LoopError
         .read(true)
         .write(true)
         .open(LOOP_CONTROL)
-        .map_err(|source| LoopError::Io {
-            path: LOOP_CONTROL.into(),
-            op: "open",
-            source,
-        })?;
+        .map_err(|source| LoopError::Io { path: LOOP_CONTROL.into(), op: "open", source })?;
 
     for attempt in 1..=ATTACH_ATTEMPTS {
         let index = sys::loop_ctl_get_free(&control).map_err(|source| LoopError::Ioctl {
@@ -176,19 +153,11 @@ pub fn attach(backing_file: &Path, read_only: bool) -> Result<PathBuf, LoopError
                 std::thread::sleep(Duration::from_millis(10 * u64::from(attempt)));
             }
             Err((op, source)) => {
-                return Err(LoopError::Ioctl {
-                    device,
-                    op,
-                    backing_file: Some(canonical),
-                    source,
-                });
+                return Err(LoopError::Ioctl { device, op, backing_file: Some(canonical), source });
             }
         }
     }
-    Err(LoopError::NoFreeDevice {
-        backing_file: canonical,
-        attempts: ATTACH_ATTEMPTS,
-    })
+    Err(LoopError::NoFreeDevice { backing_file: canonical, attempts: ATTACH_ATTEMPTS })
 }
 // ANCHOR_END: loop-attach
 
@@ -240,10 +209,7 @@ pub fn find_by_backing_file(backing_file: &Path) -> Result<Option<PathBuf>, Loop
         // Nothing can be serving a file that does not exist.
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(source) => {
-            return Err(LoopError::BackingFile {
-                path: backing_file.to_path_buf(),
-                source,
-            });
+            return Err(LoopError::BackingFile { path: backing_file.to_path_buf(), source });
         }
     };
     let canonical = backing_file.canonicalize().ok();
@@ -256,9 +222,8 @@ pub fn find_by_backing_file(backing_file: &Path) -> Result<Option<PathBuf>, Loop
         if deleted || read_flag(&sysdir.join("loop/autoclear")) {
             continue;
         }
-        let same_inode = fs::metadata(&path)
-            .map(|m| m.dev() == wanted.dev() && m.ino() == wanted.ino())
-            .unwrap_or(false);
+        let same_inode =
+            fs::metadata(&path).map(|m| m.dev() == wanted.dev() && m.ino() == wanted.ino()).unwrap_or(false);
         let same_path = canonical.as_deref() == Some(path.as_path());
         if same_inode || same_path {
             return ensure_device_node(Path::new(DEV_DIR), index).map(Some);
@@ -276,11 +241,7 @@ pub fn find_by_backing_file(backing_file: &Path) -> Result<Option<PathBuf>, Loop
 pub fn detach(device: &Path) -> Result<(), LoopError> {
     // O_EXCL on a block device fails with EBUSY while it is mounted, and
     // keeps anyone from mounting it while we detach.
-    let file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_EXCL)
-        .open(device)
-    {
+    let file = match OpenOptions::new().read(true).custom_flags(libc::O_EXCL).open(device) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENXIO) => {
             debug!(device = %device.display(), "loop device node gone, nothing to detach");
@@ -293,11 +254,7 @@ pub fn detach(device: &Path) -> Result<(), LoopError> {
             });
         }
         Err(source) => {
-            return Err(LoopError::Io {
-                path: device.to_path_buf(),
-                op: "open",
-                source,
-            });
+            return Err(LoopError::Io { path: device.to_path_buf(), op: "open", source });
         }
     };
     let backing = backing_file(device).ok().flatten();
@@ -309,10 +266,7 @@ pub fn detach(device: &Path) -> Result<(), LoopError> {
             return Ok(());
         }
         Err(Errno::EBUSY) => {
-            return Err(LoopError::Busy {
-                device: device.to_path_buf(),
-                backing_file: backing,
-            });
+            return Err(LoopError::Busy { device: device.to_path_buf(), backing_file: backing });
         }
         Err(source) => {
             return Err(LoopError::Ioctl {
@@ -334,10 +288,7 @@ pub fn detach(device: &Path) -> Result<(), LoopError> {
             if let Err(e) = sys::loop_set_status64(&file, &info) {
                 warn!(device = %device.display(), error = %e, "could not cancel deferred detach");
             }
-            Err(LoopError::Busy {
-                device: device.to_path_buf(),
-                backing_file: backing,
-            })
+            Err(LoopError::Busy { device: device.to_path_buf(), backing_file: backing })
         }
         _ => {
             drop(file);
@@ -380,15 +331,9 @@ pub fn backing_file(device: &Path) -> Result<Option<PathBuf>, LoopError> {
         source,
     })?;
     if !meta.file_type().is_block_device() || major(meta.rdev()) != sys::LOOP_MAJOR {
-        return Err(LoopError::NotALoopDevice {
-            device: device.to_path_buf(),
-        });
+        return Err(LoopError::NotALoopDevice { device: device.to_path_buf() });
     }
-    let sysfs = format!(
-        "/sys/dev/block/{}:{}/loop/backing_file",
-        major(meta.rdev()),
-        minor(meta.rdev())
-    );
+    let sysfs = format!("/sys/dev/block/{}:{}/loop/backing_file", major(meta.rdev()), minor(meta.rdev()));
     Ok(read_backing_file(Path::new(&sysfs))?.map(|(path, _deleted)| path))
 }
 
@@ -416,69 +361,38 @@ pub fn ensure_device_node(dir: &Path, index: u32) -> Result<PathBuf, LoopError> 
                 } else {
                     format!("{:?}", meta.file_type())
                 };
-                return Err(LoopError::BadDeviceNode {
-                    path,
-                    major: maj,
-                    minor: min,
-                    found,
-                });
+                return Err(LoopError::BadDeviceNode { path, major: maj, minor: min, found });
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                match mknod(
-                    &path,
-                    SFlag::S_IFBLK,
-                    Mode::from_bits_truncate(0o660),
-                    wanted,
-                ) {
+                match mknod(&path, SFlag::S_IFBLK, Mode::from_bits_truncate(0o660), wanted) {
                     Ok(()) => {
                         // mknod applies the umask; set the mode explicitly.
-                        fs::set_permissions(&path, fs::Permissions::from_mode(0o660)).map_err(
-                            |source| LoopError::Io {
-                                path: path.clone(),
-                                op: "chmod",
-                                source,
-                            },
-                        )?;
+                        fs::set_permissions(&path, fs::Permissions::from_mode(0o660))
+                            .map_err(|source| LoopError::Io { path: path.clone(), op: "chmod", source })?;
                         info!(path = %path.display(), major = maj, minor = min, "created loop device node");
                         return Ok(path);
                     }
                     Err(Errno::EEXIST) => continue,
                     Err(e) => {
-                        return Err(LoopError::Io {
-                            path,
-                            op: "mknod",
-                            source: e.into(),
-                        });
+                        return Err(LoopError::Io { path, op: "mknod", source: e.into() });
                     }
                 }
             }
             Err(source) => {
-                return Err(LoopError::Io {
-                    path,
-                    op: "stat",
-                    source,
-                });
+                return Err(LoopError::Io { path, op: "stat", source });
             }
         }
     }
-    Err(LoopError::Io {
-        path,
-        op: "mknod",
-        source: Errno::EEXIST.into(),
-    })
+    Err(LoopError::Io { path, op: "mknod", source: Errno::EEXIST.into() })
 }
 // ANCHOR_END: ensure-device-node
 
 fn open_device(device: &Path, write: bool) -> Result<File, LoopError> {
-    OpenOptions::new()
-        .read(true)
-        .write(write)
-        .open(device)
-        .map_err(|source| LoopError::Io {
-            path: device.to_path_buf(),
-            op: "open",
-            source,
-        })
+    OpenOptions::new().read(true).write(write).open(device).map_err(|source| LoopError::Io {
+        path: device.to_path_buf(),
+        op: "open",
+        source,
+    })
 }
 
 fn blk_size(file: &File, device: &Path) -> Result<u64, LoopError> {
@@ -497,11 +411,7 @@ fn is_read_only(device: &Path) -> Result<bool, LoopError> {
         op: "stat",
         source,
     })?;
-    let ro = format!(
-        "/sys/dev/block/{}:{}/ro",
-        major(meta.rdev()),
-        minor(meta.rdev())
-    );
+    let ro = format!("/sys/dev/block/{}:{}/ro", major(meta.rdev()), minor(meta.rdev()));
     Ok(read_flag(Path::new(&ro)))
 }
 
@@ -520,11 +430,7 @@ fn loop_indices() -> Result<Vec<u32>, LoopError> {
     let mut indices: Vec<u32> = entries
         .filter_map(|entry| entry.ok())
         .filter_map(|entry| {
-            entry
-                .file_name()
-                .to_str()
-                .and_then(|name| name.strip_prefix("loop"))
-                .and_then(|n| n.parse().ok())
+            entry.file_name().to_str().and_then(|name| name.strip_prefix("loop")).and_then(|n| n.parse().ok())
         })
         .collect();
     indices.sort_unstable();
@@ -550,11 +456,7 @@ fn read_backing_file(path: &Path) -> Result<Option<(PathBuf, bool)>, LoopError> 
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         // The device was detached between listing and reading.
         Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(None),
-        Err(source) => Err(LoopError::Io {
-            path: path.to_path_buf(),
-            op: "read",
-            source,
-        }),
+        Err(source) => Err(LoopError::Io { path: path.to_path_buf(), op: "read", source }),
     }
 }
 

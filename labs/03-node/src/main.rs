@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use lab01_identity::args::init_tracing;
 use lab01_identity::server;
-use lab03_node::driver::{router, NodeArgs};
+use lab03_node::driver::{NodeArgs, router};
 
 #[derive(Debug, Parser)]
 #[command(name = "csi-lab03", version, about = "CSI Identity, Controller and Node services (lab 03)")]

@@ -23,23 +23,11 @@ pub enum MountError {
     #[error("mount option {0:?} is not allowed")]
     UnknownOption(String),
     #[error("mount option {option:?} is refused: {reason}")]
-    RejectedOption {
-        option: String,
-        reason: &'static str,
-    },
+    RejectedOption { option: String, reason: &'static str },
     #[error("mount {source_path} on {target} (type {fs_type}): {errno}")]
-    Mount {
-        source_path: PathBuf,
-        target: PathBuf,
-        fs_type: String,
-        errno: Errno,
-    },
+    Mount { source_path: PathBuf, target: PathBuf, fs_type: String, errno: Errno },
     #[error("bind mount {source_path} on {target}: {errno}")]
-    Bind {
-        source_path: PathBuf,
-        target: PathBuf,
-        errno: Errno,
-    },
+    Bind { source_path: PathBuf, target: PathBuf, errno: Errno },
     #[error("remount {target} read-only: {errno}")]
     RemountReadOnly { target: PathBuf, errno: Errno },
     #[error("unmount {target}: {errno}")]
@@ -62,10 +50,7 @@ pub struct MountOptions {
 
 impl Default for MountOptions {
     fn default() -> Self {
-        Self {
-            flags: MsFlags::empty(),
-            data: Vec::new(),
-        }
+        Self { flags: MsFlags::empty(), data: Vec::new() }
     }
 }
 
@@ -109,10 +94,8 @@ const DATA_OPTIONS: &[&str] = &[
 ];
 
 /// Known options we refuse on purpose, with the reason shown to the user.
-const REJECTED_OPTIONS: &[(&str, &str)] = &[(
-    "errors=panic",
-    "a filesystem error on one volume would crash the whole node",
-)];
+const REJECTED_OPTIONS: &[(&str, &str)] =
+    &[("errors=panic", "a filesystem error on one volume would crash the whole node")];
 // ANCHOR_END: mount-option-allowlist
 
 /// Parse user mount options against the allowlist.
@@ -136,12 +119,8 @@ pub fn parse_mount_options(options: &[String]) -> Result<MountOptions, MountErro
             if !parsed.data.iter().any(|d| d == option) {
                 parsed.data.push(option.to_string());
             }
-        } else if let Some((_, reason)) = REJECTED_OPTIONS.iter().find(|(name, _)| *name == option)
-        {
-            return Err(MountError::RejectedOption {
-                option: option.to_string(),
-                reason,
-            });
+        } else if let Some((_, reason)) = REJECTED_OPTIONS.iter().find(|(name, _)| *name == option) {
+            return Err(MountError::RejectedOption { option: option.to_string(), reason });
         } else {
             return Err(MountError::UnknownOption(option.to_string()));
         }
@@ -157,19 +136,14 @@ pub fn mount_device(
     options: &MountOptions,
 ) -> Result<(), MountError> {
     let data = options.data_string();
-    nix::mount::mount(
-        Some(device),
-        target,
-        Some(fs_type),
-        options.flags,
-        data.as_deref(),
-    )
-    .map_err(|errno| MountError::Mount {
-        source_path: device.to_path_buf(),
-        target: target.to_path_buf(),
-        fs_type: fs_type.to_string(),
-        errno,
-    })?;
+    nix::mount::mount(Some(device), target, Some(fs_type), options.flags, data.as_deref()).map_err(
+        |errno| MountError::Mount {
+            source_path: device.to_path_buf(),
+            target: target.to_path_buf(),
+            fs_type: fs_type.to_string(),
+            errno,
+        },
+    )?;
     info!(device = %device.display(), target = %target.display(), fs_type, flags = ?options.flags, data = ?data, "mounted");
     Ok(())
 }
@@ -186,37 +160,21 @@ pub fn mount_device(
 /// device behind it; writes through it still reach the device. Read-only
 /// raw block volumes need a read-only loop device (`loopdev::attach(.., true)`).
 pub fn bind_mount(source: &Path, target: &Path, read_only: bool) -> Result<(), MountError> {
-    nix::mount::mount(
-        Some(source),
-        target,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(|errno| MountError::Bind {
-        source_path: source.to_path_buf(),
-        target: target.to_path_buf(),
-        errno,
-    })?;
+    nix::mount::mount(Some(source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(
+        |errno| MountError::Bind { source_path: source.to_path_buf(), target: target.to_path_buf(), errno },
+    )?;
 
     if read_only {
         // Keep the per-mount flags the bind inherited: inside a user
         // namespace the kernel refuses (EPERM) a remount that would drop
         // locked flags such as nosuid/nodev/noexec.
-        let flags = MsFlags::MS_BIND
-            | MsFlags::MS_REMOUNT
-            | MsFlags::MS_RDONLY
-            | inherited_mount_flags(target);
-        if let Err(errno) =
-            nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
-        {
+        let flags =
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | inherited_mount_flags(target);
+        if let Err(errno) = nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>) {
             if let Err(undo) = nix::mount::umount2(target, MntFlags::MNT_DETACH) {
                 warn!(target = %target.display(), error = %undo, "could not undo bind mount after failed read-only remount");
             }
-            return Err(MountError::RemountReadOnly {
-                target: target.to_path_buf(),
-                errno,
-            });
+            return Err(MountError::RemountReadOnly { target: target.to_path_buf(), errno });
         }
     }
     info!(source = %source.display(), target = %target.display(), read_only, "bind mounted");
@@ -258,10 +216,7 @@ pub fn unmount(target: &Path) -> Result<bool, MountError> {
             debug!(target = %target.display(), "not mounted, nothing to unmount");
             Ok(false)
         }
-        Err(errno) => Err(MountError::Unmount {
-            target: target.to_path_buf(),
-            errno,
-        }),
+        Err(errno) => Err(MountError::Unmount { target: target.to_path_buf(), errno }),
     }
 }
 
@@ -348,9 +303,7 @@ fn unescape(field: &str) -> Vec<u8> {
             && let Some(digits) = bytes.get(i + 1..i + 4)
             && digits.iter().all(|d| (b'0'..=b'7').contains(d))
         {
-            let value = digits
-                .iter()
-                .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
+            let value = digits.iter().fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
             if let Ok(byte) = u8::try_from(value) {
                 out.push(byte);
                 i += 4;
@@ -365,10 +318,8 @@ fn unescape(field: &str) -> Vec<u8> {
 
 /// The mount table of this process's mount namespace.
 pub fn read_mountinfo() -> Result<Vec<MountInfo>, MountError> {
-    let text = fs::read_to_string(MOUNTINFO).map_err(|source| MountError::Io {
-        path: MOUNTINFO.into(),
-        source,
-    })?;
+    let text =
+        fs::read_to_string(MOUNTINFO).map_err(|source| MountError::Io { path: MOUNTINFO.into(), source })?;
     Ok(parse_mountinfo(&text))
 }
 
@@ -379,12 +330,8 @@ pub fn read_mountinfo() -> Result<Vec<MountInfo>, MountError> {
 /// `mount_point` is canonicalised when it exists, because mountinfo only
 /// holds resolved paths.
 pub fn find_mount(mount_point: &Path) -> Result<Option<MountInfo>, MountError> {
-    let wanted = mount_point
-        .canonicalize()
-        .unwrap_or_else(|_| mount_point.to_path_buf());
-    Ok(read_mountinfo()?
-        .into_iter()
-        .rfind(|m| m.mount_point == wanted))
+    let wanted = mount_point.canonicalize().unwrap_or_else(|_| mount_point.to_path_buf());
+    Ok(read_mountinfo()?.into_iter().rfind(|m| m.mount_point == wanted))
 }
 
 /// Whether something is mounted exactly at `path` (bind mounts included,
@@ -443,16 +390,12 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(parsed.flags, MsFlags::empty());
-        assert_eq!(
-            parsed.data_string().as_deref(),
-            Some("discard,errors=remount-ro,data=ordered,noquota")
-        );
+        assert_eq!(parsed.data_string().as_deref(), Some("discard,errors=remount-ro,data=ordered,noquota"));
     }
 
     #[test]
     fn comma_separated_strings_are_split() {
-        let parsed =
-            parse_mount_options(&strings(&["noatime,discard", " relatime , ,barrier"])).unwrap();
+        let parsed = parse_mount_options(&strings(&["noatime,discard", " relatime , ,barrier"])).unwrap();
         assert_eq!(parsed.flags, MsFlags::MS_NOATIME | MsFlags::MS_RELATIME);
         assert_eq!(parsed.data, strings(&["discard", "barrier"]));
     }
@@ -468,24 +411,12 @@ mod tests {
     #[test]
     fn no_options_means_no_flags_and_no_data() {
         assert_eq!(parse_mount_options(&[]).unwrap(), MountOptions::default());
-        assert_eq!(
-            parse_mount_options(&strings(&["", ","])).unwrap(),
-            MountOptions::default()
-        );
+        assert_eq!(parse_mount_options(&strings(&["", ","])).unwrap(), MountOptions::default());
     }
 
     #[test]
     fn unknown_options_are_rejected_by_name() {
-        for bad in [
-            "suid",
-            "dev",
-            "remount",
-            "bind",
-            "context=foo",
-            "ro,loop",
-            "uid=0",
-            "DISCARD",
-        ] {
+        for bad in ["suid", "dev", "remount", "bind", "context=foo", "ro,loop", "uid=0", "DISCARD"] {
             match parse_mount_options(&strings(&[bad])) {
                 Err(MountError::UnknownOption(name)) => {
                     assert!(bad.split(',').any(|b| b == name), "{bad}: {name}")
@@ -498,9 +429,7 @@ mod tests {
     #[test]
     fn errors_panic_is_refused_with_a_reason() {
         let err = parse_mount_options(&strings(&["noatime", "errors=panic"])).unwrap_err();
-        assert!(
-            matches!(err, MountError::RejectedOption { ref option, .. } if option == "errors=panic")
-        );
+        assert!(matches!(err, MountError::RejectedOption { ref option, .. } if option == "errors=panic"));
         assert!(err.to_string().contains("crash"), "{err}");
     }
 
@@ -547,10 +476,7 @@ mod tests {
     #[test]
     fn octal_escapes_are_decoded() {
         let mounts = parse_mountinfo(SAMPLE);
-        assert_eq!(
-            mounts[2].mount_point,
-            Path::new("/var/lib/kubelet/plugins/staging/my vol")
-        );
+        assert_eq!(mounts[2].mount_point, Path::new("/var/lib/kubelet/plugins/staging/my vol"));
         assert_eq!(mounts[3].root, Path::new("/sub\tdir"));
         assert_eq!(mounts[3].mount_point, Path::new("/mnt/back\\slash"));
         assert_eq!(mounts[4].mount_point, Path::new("/tmp/raw\nfile"));

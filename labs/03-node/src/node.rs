@@ -12,11 +12,11 @@
 use std::path::Path;
 
 use lab01_identity::csi::node_server::Node;
-use lab01_identity::csi::node_service_capability::{rpc, Rpc, Type as CapType};
+use lab01_identity::csi::node_service_capability::{Rpc, Type as CapType, rpc};
 use lab01_identity::csi::*;
 use lab01_identity::server::record_volume_id;
 use lab02_controller::backend::{Backend, NodeRecord, VolumeKind, VolumeRecord};
-use lab02_controller::capability::{self, is_read_only, unsupported_reason, Capability};
+use lab02_controller::capability::{self, Capability, is_read_only, unsupported_reason};
 use lab02_controller::locks::VolumeLocks;
 use lab02_controller::topology::TopologyKeys;
 use lab02_controller::validate;
@@ -41,7 +41,13 @@ impl NodeService {
     /// Opens the node's records, reconciles them with the mounts that really
     /// exist, and joins the node to the backend (so ControllerPublish can
     /// attach volumes to it).
-    pub fn new(node_id: &str, max_volumes: i64, backend: Backend, topology: TopologyKeys, state_dir: &Path) -> Result<Self> {
+    pub fn new(
+        node_id: &str,
+        max_volumes: i64,
+        backend: Backend,
+        topology: TopologyKeys,
+        state_dir: &Path,
+    ) -> Result<Self> {
         validate::node_id(node_id)?;
         let service = Self {
             node_id: node_id.to_owned(),
@@ -121,7 +127,11 @@ impl NodeService {
             staging_path: staging_path.to_owned(),
             device: None,
             raw_block: cap.block,
-            fs_type: if record.kind == VolumeKind::Block && !cap.block { cap.fs_type.clone() } else { String::new() },
+            fs_type: if record.kind == VolumeKind::Block && !cap.block {
+                cap.fs_type.clone()
+            } else {
+                String::new()
+            },
             readonly,
             mount_flags: cap.mount_flags.clone(),
             access_mode: cap.mode.as_str_name().to_owned(),
@@ -133,7 +143,11 @@ impl NodeService {
             if *staged != same {
                 return Err(Error::StagedDifferently {
                     volume: volume_id.to_owned(),
-                    reason: format!("staging path {} and access mode {}", staged.staging_path.display(), staged.access_mode),
+                    reason: format!(
+                        "staging path {} and access mode {}",
+                        staged.staging_path.display(),
+                        staged.access_mode
+                    ),
                 });
             }
         }
@@ -219,7 +233,14 @@ impl NodeService {
     // ANCHOR_END: node-unstage
 
     // ANCHOR: node-publish
-    fn publish(&self, volume_id: &str, staging_path: &Path, target: &Path, cap: &Capability, readonly: bool) -> Result<()> {
+    fn publish(
+        &self,
+        volume_id: &str,
+        staging_path: &Path,
+        target: &Path,
+        cap: &Capability,
+        readonly: bool,
+    ) -> Result<()> {
         let record = self.volume_record(volume_id)?;
         if let Some(reason) = unsupported_reason(record.kind, cap) {
             return Err(Error::InvalidArgument(reason));
@@ -228,7 +249,9 @@ impl NodeService {
         let mut volume = self.node_volume(volume_id, record.kind)?;
         let staged = match &volume.staged {
             Some(staged) if staged.staging_path == staging_path => staged.clone(),
-            _ => return Err(Error::NotStaged { volume: volume_id.to_owned(), path: staging_path.to_owned() }),
+            _ => {
+                return Err(Error::NotStaged { volume: volume_id.to_owned(), path: staging_path.to_owned() });
+            }
         };
         if staged.raw_block != cap.block {
             return Err(Error::InvalidArgument(format!(
@@ -266,7 +289,12 @@ impl NodeService {
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent).map_err(Error::io(parent))?;
             }
-            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(target).map_err(Error::io(target))?;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(target)
+                .map_err(Error::io(target))?;
             device
         } else {
             std::fs::create_dir_all(target).map_err(Error::io(target))?;
@@ -296,7 +324,8 @@ impl NodeService {
         // the directory or file we created there, forget the target and save.
         // ANCHOR: solution
         mount::unmount(target)?;
-        let removed = if target.is_dir() { std::fs::remove_dir(target) } else { std::fs::remove_file(target) };
+        let removed =
+            if target.is_dir() { std::fs::remove_dir(target) } else { std::fs::remove_file(target) };
         match removed {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -333,7 +362,11 @@ impl NodeService {
             let size = device.as_deref().map(loopdev::size_bytes).transpose()?;
             return Ok(NodeGetVolumeStatsResponse {
                 usage: size
-                    .map(|total| VolumeUsage { total: total as i64, unit: volume_usage::Unit::Bytes as i32, ..Default::default() })
+                    .map(|total| VolumeUsage {
+                        total: total as i64,
+                        unit: volume_usage::Unit::Bytes as i32,
+                        ..Default::default()
+                    })
                     .into_iter()
                     .collect(),
                 volume_condition: condition(size.is_none(), "raw block device".into()),
@@ -359,7 +392,10 @@ impl NodeService {
             used: usage.used_inodes as i64,
             unit: volume_usage::Unit::Inodes as i32,
         };
-        Ok(NodeGetVolumeStatsResponse { usage: vec![bytes, inodes], volume_condition: condition(false, "mounted".into()) })
+        Ok(NodeGetVolumeStatsResponse {
+            usage: vec![bytes, inodes],
+            volume_condition: condition(false, "mounted".into()),
+        })
     }
     // ANCHOR_END: node-get-volume-stats
 
@@ -370,10 +406,10 @@ impl NodeService {
         if record.kind == VolumeKind::File {
             return Ok(record.capacity_bytes); // a directory has nothing to grow
         }
-        let staged = volume.staged.as_ref().ok_or_else(|| Error::NotStaged {
-            volume: volume_id.to_owned(),
-            path: path.to_owned(),
-        })?;
+        let staged = volume
+            .staged
+            .as_ref()
+            .ok_or_else(|| Error::NotStaged { volume: volume_id.to_owned(), path: path.to_owned() })?;
         let image = self.backend.image_path(volume_id);
         let device = loopdev::find_by_backing_file(&image)?
             .or_else(|| staged.device.clone())
@@ -411,17 +447,24 @@ impl NodeService {
 
 #[tonic::async_trait]
 impl Node for NodeService {
-    async fn node_stage_volume(&self, request: Request<NodeStageVolumeRequest>) -> Result<Response<NodeStageVolumeResponse>, Status> {
+    async fn node_stage_volume(
+        &self,
+        request: Request<NodeStageVolumeRequest>,
+    ) -> Result<Response<NodeStageVolumeResponse>, Status> {
         let req = request.into_inner();
         record_volume_id(&req.volume_id);
         let id = validate::volume_id(&req.volume_id)?.to_owned();
         let staging = host_path("staging_target_path", &req.staging_target_path)?;
-        let cap = capability::parse(validate::required("volume_capability", req.volume_capability.as_ref())?)?;
+        let cap =
+            capability::parse(validate::required("volume_capability", req.volume_capability.as_ref())?)?;
         self.blocking(&id.clone(), move |s| s.stage(&id, &staging, &cap)).await?;
         Ok(Response::new(NodeStageVolumeResponse {}))
     }
 
-    async fn node_unstage_volume(&self, request: Request<NodeUnstageVolumeRequest>) -> Result<Response<NodeUnstageVolumeResponse>, Status> {
+    async fn node_unstage_volume(
+        &self,
+        request: Request<NodeUnstageVolumeRequest>,
+    ) -> Result<Response<NodeUnstageVolumeResponse>, Status> {
         let req = request.into_inner();
         record_volume_id(&req.volume_id);
         let id = validate::volume_id(&req.volume_id)?.to_owned();
@@ -430,19 +473,26 @@ impl Node for NodeService {
         Ok(Response::new(NodeUnstageVolumeResponse {}))
     }
 
-    async fn node_publish_volume(&self, request: Request<NodePublishVolumeRequest>) -> Result<Response<NodePublishVolumeResponse>, Status> {
+    async fn node_publish_volume(
+        &self,
+        request: Request<NodePublishVolumeRequest>,
+    ) -> Result<Response<NodePublishVolumeResponse>, Status> {
         let req = request.into_inner();
         record_volume_id(&req.volume_id);
         let id = validate::volume_id(&req.volume_id)?.to_owned();
         let staging = host_path("staging_target_path", &req.staging_target_path)?;
         let target = host_path("target_path", &req.target_path)?;
-        let cap = capability::parse(validate::required("volume_capability", req.volume_capability.as_ref())?)?;
+        let cap =
+            capability::parse(validate::required("volume_capability", req.volume_capability.as_ref())?)?;
         let readonly = req.readonly;
         self.blocking(&id.clone(), move |s| s.publish(&id, &staging, &target, &cap, readonly)).await?;
         Ok(Response::new(NodePublishVolumeResponse {}))
     }
 
-    async fn node_unpublish_volume(&self, request: Request<NodeUnpublishVolumeRequest>) -> Result<Response<NodeUnpublishVolumeResponse>, Status> {
+    async fn node_unpublish_volume(
+        &self,
+        request: Request<NodeUnpublishVolumeRequest>,
+    ) -> Result<Response<NodeUnpublishVolumeResponse>, Status> {
         let req = request.into_inner();
         record_volume_id(&req.volume_id);
         let id = validate::volume_id(&req.volume_id)?.to_owned();
@@ -451,7 +501,10 @@ impl Node for NodeService {
         Ok(Response::new(NodeUnpublishVolumeResponse {}))
     }
 
-    async fn node_get_volume_stats(&self, request: Request<NodeGetVolumeStatsRequest>) -> Result<Response<NodeGetVolumeStatsResponse>, Status> {
+    async fn node_get_volume_stats(
+        &self,
+        request: Request<NodeGetVolumeStatsRequest>,
+    ) -> Result<Response<NodeGetVolumeStatsResponse>, Status> {
         let req = request.into_inner();
         record_volume_id(&req.volume_id);
         let id = validate::volume_id(&req.volume_id)?.to_owned();
@@ -465,7 +518,10 @@ impl Node for NodeService {
         Ok(Response::new(response))
     }
 
-    async fn node_expand_volume(&self, request: Request<NodeExpandVolumeRequest>) -> Result<Response<NodeExpandVolumeResponse>, Status> {
+    async fn node_expand_volume(
+        &self,
+        request: Request<NodeExpandVolumeRequest>,
+    ) -> Result<Response<NodeExpandVolumeResponse>, Status> {
         let req = request.into_inner();
         record_volume_id(&req.volume_id);
         let id = validate::volume_id(&req.volume_id)?.to_owned();
@@ -482,7 +538,10 @@ impl Node for NodeService {
     }
 
     // ANCHOR: node-get-capabilities
-    async fn node_get_capabilities(&self, _request: Request<NodeGetCapabilitiesRequest>) -> Result<Response<NodeGetCapabilitiesResponse>, Status> {
+    async fn node_get_capabilities(
+        &self,
+        _request: Request<NodeGetCapabilitiesRequest>,
+    ) -> Result<Response<NodeGetCapabilitiesResponse>, Status> {
         use rpc::Type;
         let capabilities = [
             Type::StageUnstageVolume,
@@ -499,7 +558,10 @@ impl Node for NodeService {
     // ANCHOR_END: node-get-capabilities
 
     // ANCHOR: node-get-info
-    async fn node_get_info(&self, _request: Request<NodeGetInfoRequest>) -> Result<Response<NodeGetInfoResponse>, Status> {
+    async fn node_get_info(
+        &self,
+        _request: Request<NodeGetInfoRequest>,
+    ) -> Result<Response<NodeGetInfoResponse>, Status> {
         // kubelet copies these segments into node labels and the CSINode
         // object; the provisioner reads them back for topology.
         let mut topology = self.topology.volume_topology(self.backend.id());
@@ -512,4 +574,3 @@ impl Node for NodeService {
     }
     // ANCHOR_END: node-get-info
 }
-

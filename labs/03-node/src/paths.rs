@@ -9,7 +9,8 @@ use crate::error::{Error, Result};
 /// A staging or target path must be absolute, must not be `/`, and must not
 /// contain `.` or `..` components or NUL bytes.
 pub fn host_path(what: &str, value: &str) -> Result<PathBuf> {
-    let invalid = |reason: &str| Err::<PathBuf, _>(Error::InvalidArgument(format!("{what} {value:?} {reason}")));
+    let invalid =
+        |reason: &str| Err::<PathBuf, _>(Error::InvalidArgument(format!("{what} {value:?} {reason}")));
     // TODO(lab03): Reject empty, relative and root paths, NUL bytes, and any
     // `.` or `..` component (`Path::components`).
     // ANCHOR: solution
@@ -44,6 +45,9 @@ mod tests {
         for bad in ["", "relative/dir", "/", "//", "/a/../etc", "/a/./b", "/a\0b"] {
             assert!(host_path("target_path", bad).is_err(), "{bad:?} should be rejected");
         }
-        assert_eq!(host_path("target_path", "/var/lib/kubelet/x").unwrap(), PathBuf::from("/var/lib/kubelet/x"));
+        assert_eq!(
+            host_path("target_path", "/var/lib/kubelet/x").unwrap(),
+            PathBuf::from("/var/lib/kubelet/x")
+        );
     }
 }

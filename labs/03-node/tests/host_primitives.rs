@@ -53,10 +53,7 @@ fn attach_creates_a_device_as_large_as_the_image() {
     let meta = fs::metadata(&device).unwrap();
     assert!(meta.file_type().is_block_device(), "{}", device.display());
     assert_eq!(loopdev::size_bytes(&device).unwrap(), 64 * MIB);
-    assert_eq!(
-        loopdev::backing_file(&device).unwrap(),
-        Some(image.canonicalize().unwrap())
-    );
+    assert_eq!(loopdev::backing_file(&device).unwrap(), Some(image.canonicalize().unwrap()));
 }
 
 #[test]
@@ -85,9 +82,7 @@ fn concurrent_attaches_of_one_image_share_a_device() {
     let image = cleanup.sparse_image(16 * MIB);
     let _shared = shared_devices();
     let results: Vec<Result<PathBuf, LoopError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..4)
-            .map(|_| s.spawn(|| loopdev::attach(&image, false)))
-            .collect();
+        let handles: Vec<_> = (0..4).map(|_| s.spawn(|| loopdev::attach(&image, false))).collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     // Register everything for cleanup before asserting.
@@ -107,10 +102,8 @@ fn concurrent_attaches_of_different_images_get_different_devices() {
     let images: Vec<PathBuf> = (0..4).map(|_| cleanup.sparse_image(8 * MIB)).collect();
     let _shared = shared_devices();
     let results: Vec<Result<PathBuf, LoopError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = images
-            .iter()
-            .map(|image| s.spawn(move || loopdev::attach(image, false)))
-            .collect();
+        let handles: Vec<_> =
+            images.iter().map(|image| s.spawn(move || loopdev::attach(image, false))).collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     for (result, image) in results.iter().zip(&images) {
@@ -120,10 +113,7 @@ fn concurrent_attaches_of_different_images_get_different_devices() {
     }
     let mut devices: Vec<PathBuf> = results.into_iter().map(Result::unwrap).collect();
     for (device, image) in devices.iter().zip(&images) {
-        assert_eq!(
-            loopdev::backing_file(device).unwrap(),
-            Some(image.canonicalize().unwrap())
-        );
+        assert_eq!(loopdev::backing_file(device).unwrap(), Some(image.canonicalize().unwrap()));
     }
     devices.sort();
     devices.dedup();
@@ -141,15 +131,9 @@ fn find_by_backing_file_sees_only_attached_images() {
     assert_eq!(loopdev::find_by_backing_file(&image).unwrap(), None);
 
     let device = cleanup.attach(&image, false);
-    assert_eq!(
-        loopdev::find_by_backing_file(&image).unwrap(),
-        Some(device.clone())
-    );
+    assert_eq!(loopdev::find_by_backing_file(&image).unwrap(), Some(device.clone()));
     assert_eq!(loopdev::find_by_backing_file(&other).unwrap(), None);
-    assert_eq!(
-        loopdev::find_by_backing_file(&image.with_file_name("missing.img")).unwrap(),
-        None
-    );
+    assert_eq!(loopdev::find_by_backing_file(&image.with_file_name("missing.img")).unwrap(), None);
 
     // Detaching is path-based from here on, so no exclusive lock is needed.
     loopdev::detach(&device).unwrap();
@@ -187,10 +171,7 @@ fn detach_of_a_mounted_device_is_refused() {
         Err(LoopError::Busy { device: d, .. }) => assert_eq!(d, device),
         other => panic!("expected Busy, got {other:?}"),
     }
-    assert_eq!(
-        loopdev::find_by_backing_file(&image).unwrap(),
-        Some(device.clone())
-    );
+    assert_eq!(loopdev::find_by_backing_file(&image).unwrap(), Some(device.clone()));
 
     assert!(mount::unmount(&target).unwrap());
     loopdev::detach(&device).unwrap();
@@ -208,16 +189,10 @@ fn detach_of_an_open_device_is_refused_and_it_stays_attached() {
 
     // Like a pod holding a raw block volume open.
     let holder = File::open(&device).unwrap();
-    assert!(matches!(
-        loopdev::detach(&device),
-        Err(LoopError::Busy { .. })
-    ));
+    assert!(matches!(loopdev::detach(&device), Err(LoopError::Busy { .. })));
     drop(holder);
     // The kernel must not have detached it on our last close either.
-    assert_eq!(
-        loopdev::find_by_backing_file(&image).unwrap(),
-        Some(device.clone())
-    );
+    assert_eq!(loopdev::find_by_backing_file(&image).unwrap(), Some(device.clone()));
 
     loopdev::detach(&device).unwrap();
     assert_eq!(loopdev::find_by_backing_file(&image).unwrap(), None);
@@ -243,11 +218,7 @@ fn read_only_attach_gives_a_read_only_device() {
 
     assert_eq!(cleanup.attach(&image, true), device);
     match loopdev::attach(&image, false) {
-        Err(LoopError::ReadOnlyMismatch {
-            attached_read_only: true,
-            requested_read_only: false,
-            ..
-        }) => {}
+        Err(LoopError::ReadOnlyMismatch { attached_read_only: true, requested_read_only: false, .. }) => {}
         other => panic!("expected ReadOnlyMismatch, got {other:?}"),
     }
 }
@@ -272,10 +243,7 @@ fn ensure_device_node_creates_a_missing_node() {
     assert_eq!(meta.permissions().mode() & 0o777, 0o660);
     // The new node reaches the same device.
     assert_eq!(loopdev::size_bytes(&node).unwrap(), 16 * MIB);
-    assert_eq!(
-        loopdev::backing_file(&node).unwrap(),
-        Some(image.canonicalize().unwrap())
-    );
+    assert_eq!(loopdev::backing_file(&node).unwrap(), Some(image.canonicalize().unwrap()));
 
     // Existing correct node: reused as is.
     assert_eq!(loopdev::ensure_device_node(&dev_dir, index).unwrap(), node);
@@ -320,11 +288,7 @@ fn a_different_filesystem_is_a_mismatch_and_keeps_its_data() {
     assert_eq!(lfs::probe(&device).unwrap().as_deref(), Some("ext3"));
     for wanted in ["ext4", "xfs"] {
         match lfs::ensure_formatted(&device, wanted) {
-            Err(FsError::Mismatch {
-                device: d,
-                found,
-                wanted: w,
-            }) => {
+            Err(FsError::Mismatch { device: d, found, wanted: w }) => {
                 assert_eq!(d, device);
                 assert_eq!(found, "ext3");
                 assert_eq!(w, wanted);
@@ -334,10 +298,7 @@ fn a_different_filesystem_is_a_mismatch_and_keeps_its_data() {
     }
 
     mount::mount_device(&device, &target, "ext3", &no_options()).unwrap();
-    assert_eq!(
-        fs::read(target.join("precious.txt")).unwrap(),
-        b"do not reformat me"
-    );
+    assert_eq!(fs::read(target.join("precious.txt")).unwrap(), b"do not reformat me");
 }
 
 #[test]
@@ -350,27 +311,17 @@ fn mounted_data_survives_unmount_and_remount() {
     let device = cleanup.attach(&image, false);
     lfs::ensure_formatted(&device, "ext4").unwrap();
     let target = cleanup.mount_point();
-    let options = mount::parse_mount_options(&[
-        "noatime,nodiscard".to_string(),
-        "errors=remount-ro".to_string(),
-    ])
-    .unwrap();
+    let options =
+        mount::parse_mount_options(&["noatime,nodiscard".to_string(), "errors=remount-ro".to_string()])
+            .unwrap();
 
     mount::mount_device(&device, &target, "ext4", &options).unwrap();
     assert!(mount::is_mount_point(&target).unwrap());
     let info = mount::find_mount(&target).unwrap().expect("mounted");
     assert_eq!(info.source, device.to_str().unwrap());
     assert_eq!(info.fs_type, "ext4");
-    assert!(
-        info.options.iter().any(|o| o == "noatime"),
-        "{:?}",
-        info.options
-    );
-    assert!(
-        info.super_options.iter().any(|o| o == "errors=remount-ro"),
-        "{:?}",
-        info.super_options
-    );
+    assert!(info.options.iter().any(|o| o == "noatime"), "{:?}", info.options);
+    assert!(info.super_options.iter().any(|o| o == "errors=remount-ro"), "{:?}", info.super_options);
     fs::write(target.join("hello.txt"), b"hello, CSI").unwrap();
 
     assert!(mount::unmount(&target).unwrap());
@@ -394,15 +345,10 @@ fn read_only_bind_mount_makes_writes_fail_with_erofs() {
     let writable = cleanup.mount_point();
 
     mount::bind_mount(&source, &read_only, true).unwrap();
-    assert_eq!(
-        fs::read(read_only.join("existing.txt")).unwrap(),
-        b"readable"
-    );
+    assert_eq!(fs::read(read_only.join("existing.txt")).unwrap(), b"readable");
     let err = fs::write(read_only.join("new.txt"), b"x").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
-    let info = mount::find_mount(&read_only)
-        .unwrap()
-        .expect("bind mounted");
+    let info = mount::find_mount(&read_only).unwrap().expect("bind mounted");
     assert!(info.options.iter().any(|o| o == "ro"), "{:?}", info.options);
 
     // The source and a read-write bind stay writable.
@@ -431,19 +377,12 @@ fn a_device_node_can_be_bind_mounted_onto_a_regular_file() {
     assert_eq!(loopdev::size_bytes(&target).unwrap(), 16 * MIB);
 
     // Raw writes through the bind land on the device (and the image).
-    let raw = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&target)
-        .unwrap();
+    let raw = OpenOptions::new().read(true).write(true).open(&target).unwrap();
     raw.write_all_at(b"raw block data", 4096).unwrap();
     raw.sync_all().unwrap();
     drop(raw);
     let mut readback = [0u8; 14];
-    File::open(&image)
-        .unwrap()
-        .read_exact_at(&mut readback, 4096)
-        .unwrap();
+    File::open(&image).unwrap().read_exact_at(&mut readback, 4096).unwrap();
     assert_eq!(&readback, b"raw block data");
 
     assert!(mount::unmount(&target).unwrap());
@@ -473,10 +412,7 @@ fn a_read_only_bind_does_not_make_a_device_node_read_only() {
     raw.write_all_at(b"still writable", 0).unwrap();
     drop(raw);
     let mut readback = [0u8; 14];
-    File::open(&device)
-        .unwrap()
-        .read_exact_at(&mut readback, 0)
-        .unwrap();
+    File::open(&device).unwrap().read_exact_at(&mut readback, 0).unwrap();
     assert_eq!(&readback, b"still writable");
 }
 
@@ -519,12 +455,7 @@ fn grow_after_enlarging_the_image_increases_the_filesystem_size() {
     let before = lfs::usage(&target).unwrap();
     fs::write(target.join("kept.txt"), b"still here").unwrap();
 
-    File::options()
-        .write(true)
-        .open(&image)
-        .unwrap()
-        .set_len(96 * MIB)
-        .unwrap();
+    File::options().write(true).open(&image).unwrap().set_len(96 * MIB).unwrap();
     // The loop device does not notice on its own.
     assert_eq!(loopdev::size_bytes(&device).unwrap(), 32 * MIB);
     assert_eq!(loopdev::refresh_capacity(&device).unwrap(), 96 * MIB);
@@ -546,23 +477,13 @@ fn grow_after_enlarging_the_image_increases_the_filesystem_size() {
             other => panic!("expected CommandFailed, got {other:?}"),
         }
         assert!(mount::unmount(&target).unwrap());
-        let fsck = std::process::Command::new("e2fsck")
-            .args(["-f", "-p"])
-            .arg(&device)
-            .output()
-            .unwrap();
-        assert!(
-            fsck.status.code().is_some_and(|c| c <= 1),
-            "e2fsck: {fsck:?}"
-        );
+        let fsck = std::process::Command::new("e2fsck").args(["-f", "-p"]).arg(&device).output().unwrap();
+        assert!(fsck.status.code().is_some_and(|c| c <= 1), "e2fsck: {fsck:?}");
         lfs::grow(&device, &target, "ext4").unwrap();
         mount::mount_device(&device, &target, "ext4", &no_options()).unwrap();
     }
     let after = lfs::usage(&target).unwrap();
-    assert!(
-        after.total_bytes > before.total_bytes + 50 * MIB,
-        "before {before:?}, after {after:?}"
-    );
+    assert!(after.total_bytes > before.total_bytes + 50 * MIB, "before {before:?}, after {after:?}");
     assert!(after.total_inodes > before.total_inodes);
     assert_eq!(fs::read(target.join("kept.txt")).unwrap(), b"still here");
 }
@@ -585,10 +506,7 @@ fn usage_of_a_fresh_volume_is_mostly_available() {
     file.write_all(&vec![0xAB; 4 * MIB as usize]).unwrap();
     file.sync_all().unwrap();
     let after = lfs::usage(&target).unwrap();
-    assert!(
-        after.used_bytes >= before.used_bytes + 4 * MIB,
-        "{before:?} -> {after:?}"
-    );
+    assert!(after.used_bytes >= before.used_bytes + 4 * MIB, "{before:?} -> {after:?}");
     assert_eq!(after.used_inodes, before.used_inodes + 1);
 }
 
@@ -656,9 +574,6 @@ fn cleanup_undoes_mounts_and_devices_even_after_a_panic() {
     let (image, device, target) = seen.expect("set up before the panic");
     assert_eq!(mount::find_mount(&target).unwrap(), None);
     // The device number may already serve another test, but not our image.
-    assert_ne!(
-        loopdev::backing_file(&device).ok().flatten(),
-        Some(image.clone())
-    );
+    assert_ne!(loopdev::backing_file(&device).ok().flatten(), Some(image.clone()));
     assert!(!image.exists());
 }

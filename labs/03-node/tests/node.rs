@@ -4,8 +4,8 @@
 
 mod support;
 
-use lab01_identity::csi::node_service_capability::rpc::Type as Rpc;
 use lab01_identity::csi::node_service_capability::Type as CapType;
+use lab01_identity::csi::node_service_capability::rpc::Type as Rpc;
 use lab01_identity::csi::volume_capability::access_mode::Mode;
 use lab01_identity::csi::*;
 use support::*;
@@ -25,13 +25,17 @@ async fn a_block_volume_is_formatted_once_and_keeps_its_data_across_unstage_and_
     require_root!();
     let mut d = Driver::start().await;
     d.create_and_attach("pvc-1", "block", 32 * MIB).await;
-    d.node.node_stage_volume(d.stage_request("pvc-1", SNW, false, "ext4")).await
+    d.node
+        .node_stage_volume(d.stage_request("pvc-1", SNW, false, "ext4"))
+        .await
         .expect("NodeStageVolume must attach, format and mount the image");
     let staged = mount_of(&d.staging("pvc-1")).expect("the staging path must be a mount point");
     assert_eq!(staged.fs_type, "ext4");
     assert!(loop_device_of(&d.image("pvc-1")).is_some(), "a loop device must back the image");
 
-    d.node.node_publish_volume(d.publish_request("pvc-1", "pod-a", SNW, false, false)).await
+    d.node
+        .node_publish_volume(d.publish_request("pvc-1", "pod-a", SNW, false, false))
+        .await
         .expect("NodePublishVolume must bind-mount the staging path");
     std::fs::write(d.target("pod-a").join("data.txt"), b"hello").expect("the pod can write");
 
@@ -42,8 +46,12 @@ async fn a_block_volume_is_formatted_once_and_keeps_its_data_across_unstage_and_
     assert!(loop_device_of(&d.image("pvc-1")).is_none(), "the loop device must be detached");
 
     d.node.node_stage_volume(d.stage_request("pvc-1", SNW, false, "ext4")).await.expect("stage again");
-    d.node.node_publish_volume(d.publish_request("pvc-1", "pod-b", SNW, false, false)).await.expect("publish again");
-    let data = std::fs::read(d.target("pod-b").join("data.txt")).expect("the data must still be there: never reformat");
+    d.node
+        .node_publish_volume(d.publish_request("pvc-1", "pod-b", SNW, false, false))
+        .await
+        .expect("publish again");
+    let data = std::fs::read(d.target("pod-b").join("data.txt"))
+        .expect("the data must still be there: never reformat");
     assert_eq!(data, b"hello");
     d.unpublish("pvc-1", "pod-b").await.unwrap();
     d.unstage("pvc-1").await.unwrap();
@@ -58,7 +66,10 @@ async fn every_node_call_can_be_repeated() {
         d.node.node_stage_volume(d.stage_request("pvc-1", SNW, false, "")).await.expect("stage twice");
     }
     for _ in 0..2 {
-        d.node.node_publish_volume(d.publish_request("pvc-1", "pod-a", SNW, false, false)).await.expect("publish twice");
+        d.node
+            .node_publish_volume(d.publish_request("pvc-1", "pod-a", SNW, false, false))
+            .await
+            .expect("publish twice");
     }
     let mounts = lab03_node::mount::read_mountinfo().unwrap();
     let count = mounts.iter().filter(|m| m.mount_point == d.target("pod-a")).count();
@@ -94,12 +105,19 @@ async fn a_readonly_publish_refuses_writes() {
     let mut d = Driver::start().await;
     d.create_and_attach("pvc-1", "block", 32 * MIB).await;
     d.node.node_stage_volume(d.stage_request("pvc-1", SNW, false, "ext4")).await.unwrap();
-    d.node.node_publish_volume(d.publish_request("pvc-1", "ro", SNW, false, true)).await.expect("readonly publish");
-    let err = std::fs::write(d.target("ro").join("x"), b"x").expect_err("writes must fail on a readonly target");
+    d.node
+        .node_publish_volume(d.publish_request("pvc-1", "ro", SNW, false, true))
+        .await
+        .expect("readonly publish");
+    let err =
+        std::fs::write(d.target("ro").join("x"), b"x").expect_err("writes must fail on a readonly target");
     assert_eq!(err.raw_os_error(), Some(libc::EROFS));
     let other = d.publish_request("pvc-1", "ro", SNW, false, false);
-    assert_eq!(code(d.node.node_publish_volume(other).await), Code::AlreadyExists,
-        "the same target with another readonly flag is ALREADY_EXISTS");
+    assert_eq!(
+        code(d.node.node_publish_volume(other).await),
+        Code::AlreadyExists,
+        "the same target with another readonly flag is ALREADY_EXISTS"
+    );
     d.unpublish("pvc-1", "ro").await.unwrap();
     d.unstage("pvc-1").await.unwrap();
 }
@@ -110,7 +128,10 @@ async fn raw_block_access_binds_the_device_onto_a_file() {
     let mut d = Driver::start().await;
     d.create_and_attach("raw", "block", 16 * MIB).await;
     d.node.node_stage_volume(d.stage_request("raw", SNW, true, "")).await.expect("stage for raw block");
-    d.node.node_publish_volume(d.publish_request("raw", "dev", SNW, true, false)).await.expect("publish raw block");
+    d.node
+        .node_publish_volume(d.publish_request("raw", "dev", SNW, true, false))
+        .await
+        .expect("publish raw block");
     use std::os::unix::fs::FileTypeExt;
     let meta = std::fs::metadata(d.target("dev")).unwrap();
     assert!(meta.file_type().is_block_device(), "the target must be the block device");
@@ -125,12 +146,15 @@ async fn raw_block_access_binds_the_device_onto_a_file() {
 async fn node_calls_in_the_wrong_order_are_failed_precondition() {
     require_root!();
     let mut d = Driver::start().await;
-    d.controller.create_volume(CreateVolumeRequest {
-        name: "unattached".into(),
-        capacity_range: Some(CapacityRange { required_bytes: 16 * MIB, limit_bytes: 0 }),
-        volume_capabilities: vec![lab02_controller::capability::capability(SNW, false, "")],
-        ..Default::default()
-    }).await.unwrap();
+    d.controller
+        .create_volume(CreateVolumeRequest {
+            name: "unattached".into(),
+            capacity_range: Some(CapacityRange { required_bytes: 16 * MIB, limit_bytes: 0 }),
+            volume_capabilities: vec![lab02_controller::capability::capability(SNW, false, "")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let r = d.node.node_stage_volume(d.stage_request("unattached", SNW, false, "")).await;
     assert_eq!(code(r), Code::FailedPrecondition, "staging a block volume that is not attached here");
     assert!(loop_device_of(&d.image("unattached")).is_none(), "nothing may be set up by a refused call");
@@ -141,8 +165,11 @@ async fn node_calls_in_the_wrong_order_are_failed_precondition() {
 
     d.node.node_stage_volume(d.stage_request("pvc-1", SNW, false, "")).await.unwrap();
     d.node.node_publish_volume(d.publish_request("pvc-1", "pod", SNW, false, false)).await.unwrap();
-    assert_eq!(code(d.unstage("pvc-1").await.map(tonic::Response::new)), Code::FailedPrecondition,
-        "unstaging a volume that is still published");
+    assert_eq!(
+        code(d.unstage("pvc-1").await.map(tonic::Response::new)),
+        Code::FailedPrecondition,
+        "unstaging a volume that is still published"
+    );
     d.unpublish("pvc-1", "pod").await.unwrap();
     d.unstage("pvc-1").await.unwrap();
 }
@@ -167,7 +194,9 @@ async fn node_calls_reject_bad_input_with_clear_codes() {
         cases.push((format!("volume id {id:?}"), r));
     }
     let mut flags = d.stage_request("pvc-1", SNW, false, "");
-    if let Some(volume_capability::AccessType::Mount(m)) = flags.volume_capability.as_mut().unwrap().access_type.as_mut() {
+    if let Some(volume_capability::AccessType::Mount(m)) =
+        flags.volume_capability.as_mut().unwrap().access_type.as_mut()
+    {
         m.mount_flags = vec!["noatime".into(), "bogus-flag".into()];
     }
     cases.push(("unknown mount flag".into(), flags));
@@ -198,7 +227,11 @@ async fn an_existing_filesystem_of_another_type_is_never_reformatted() {
     d.unpublish("pvc-1", "pod").await.unwrap();
     d.unstage("pvc-1").await.unwrap();
     let r = d.node.node_stage_volume(d.stage_request("pvc-1", SNW, false, "ext3")).await;
-    assert_eq!(code(r), Code::FailedPrecondition, "an ext4 volume staged as ext3 must be refused, not reformatted");
+    assert_eq!(
+        code(r),
+        Code::FailedPrecondition,
+        "an ext4 volume staged as ext3 must be refused, not reformatted"
+    );
     d.unstage("pvc-1").await.unwrap();
     d.node.node_stage_volume(d.stage_request("pvc-1", SNW, false, "ext4")).await.unwrap();
     d.node.node_publish_volume(d.publish_request("pvc-1", "pod", SNW, false, false)).await.unwrap();
@@ -222,7 +255,11 @@ async fn volume_stats_report_bytes_and_inodes_and_an_abnormal_condition_when_the
     let r = d.node.node_get_volume_stats(stats(&d)).await.expect("NodeGetVolumeStats").into_inner();
     let units: Vec<i32> = r.usage.iter().map(|u| u.unit).collect();
     assert_eq!(units, vec![volume_usage::Unit::Bytes as i32, volume_usage::Unit::Inodes as i32]);
-    assert!(r.usage[0].total > 20 * MIB && r.usage[0].total <= 32 * MIB, "ext4 on a 32 MiB image: {:?}", r.usage[0]);
+    assert!(
+        r.usage[0].total > 20 * MIB && r.usage[0].total <= 32 * MIB,
+        "ext4 on a 32 MiB image: {:?}",
+        r.usage[0]
+    );
     assert!(!r.volume_condition.unwrap().abnormal);
 
     nix::mount::umount2(&d.target("pod"), nix::mount::MntFlags::MNT_DETACH).unwrap();
@@ -250,27 +287,41 @@ async fn expanding_a_published_volume_grows_the_filesystem_online() {
         capacity_range: Some(CapacityRange { required_bytes: bytes, limit_bytes: 0 }),
         ..Default::default()
     };
-    assert_eq!(code(d.node.node_expand_volume(expand(&d, 64 * MIB)).await), Code::OutOfRange,
-        "the node cannot grow past what the controller gave the backend volume");
-    d.controller.controller_expand_volume(ControllerExpandVolumeRequest {
-        volume_id: "pvc-1".into(),
-        capacity_range: Some(CapacityRange { required_bytes: 64 * MIB, limit_bytes: 0 }),
-        ..Default::default()
-    }).await.expect("ControllerExpandVolume");
+    assert_eq!(
+        code(d.node.node_expand_volume(expand(&d, 64 * MIB)).await),
+        Code::OutOfRange,
+        "the node cannot grow past what the controller gave the backend volume"
+    );
+    d.controller
+        .controller_expand_volume(ControllerExpandVolumeRequest {
+            volume_id: "pvc-1".into(),
+            capacity_range: Some(CapacityRange { required_bytes: 64 * MIB, limit_bytes: 0 }),
+            ..Default::default()
+        })
+        .await
+        .expect("ControllerExpandVolume");
     if !has_cap_sys_resource() {
         // ext4 online resize needs CAP_SYS_RESOURCE (kind's privileged node
         // containers have it; some sandboxes drop it).
         eprintln!("SKIP online filesystem growth: this process lacks CAP_SYS_RESOURCE");
         let r = d.node.node_expand_volume(expand(&d, 64 * MIB)).await;
         assert_eq!(code(r), Code::Internal, "without the capability resize2fs must fail loudly");
-        assert_eq!(lab03_node::loopdev::size_bytes(&loop_device_of(&d.image("pvc-1")).unwrap()).unwrap(), 64 * MIB as u64,
-            "the loop device must still have learnt its new size");
+        assert_eq!(
+            lab03_node::loopdev::size_bytes(&loop_device_of(&d.image("pvc-1")).unwrap()).unwrap(),
+            64 * MIB as u64,
+            "the loop device must still have learnt its new size"
+        );
         d.unpublish("pvc-1", "pod").await.unwrap();
         d.unstage("pvc-1").await.unwrap();
         return;
     }
     for _ in 0..2 {
-        let r = d.node.node_expand_volume(expand(&d, 64 * MIB)).await.expect("NodeExpandVolume, twice").into_inner();
+        let r = d
+            .node
+            .node_expand_volume(expand(&d, 64 * MIB))
+            .await
+            .expect("NodeExpandVolume, twice")
+            .into_inner();
         assert_eq!(r.capacity_bytes, 64 * MIB);
     }
     let after = lab03_node::fs::usage(&d.target("pod")).unwrap().total_bytes;
@@ -303,15 +354,22 @@ async fn a_restarted_plugin_keeps_serving_what_it_staged_and_can_tear_it_down() 
     d.restart().await;
 
     assert_eq!(std::fs::read(d.target("pod").join("before.txt")).unwrap(), b"written before the restart");
-    d.node.node_publish_volume(d.publish_request("pvc-1", "pod", SNW, false, false)).await
+    d.node
+        .node_publish_volume(d.publish_request("pvc-1", "pod", SNW, false, false))
+        .await
         .expect("a repeated publish after the restart is recognised");
-    d.node.node_publish_volume(d.publish_request("share", "pod-s", Mode::MultiNodeMultiWriter, false, false)).await
+    d.node
+        .node_publish_volume(d.publish_request("share", "pod-s", Mode::MultiNodeMultiWriter, false, false))
+        .await
         .expect("publishing a volume staged before the restart");
     d.unpublish("pvc-1", "pod").await.expect("unpublish after restart");
     d.unpublish("share", "pod-s").await.unwrap();
     d.unstage("pvc-1").await.expect("unstage after restart");
     d.unstage("share").await.unwrap();
-    assert!(loop_device_of(&d.image("pvc-1")).is_none(), "the loop device must be detached after the restart too");
+    assert!(
+        loop_device_of(&d.image("pvc-1")).is_none(),
+        "the loop device must be detached after the restart too"
+    );
 }
 
 #[tokio::test]
@@ -326,7 +384,10 @@ async fn after_a_reboot_lost_the_mounts_the_plugin_forgets_them_and_stages_again
     cleanup_under(d.host.dir.path());
     d.restart().await;
     d.node.node_stage_volume(d.stage_request("pvc-1", SNW, false, "")).await.expect("stage after the reboot");
-    d.node.node_publish_volume(d.publish_request("pvc-1", "pod", SNW, false, false)).await.expect("publish after the reboot");
+    d.node
+        .node_publish_volume(d.publish_request("pvc-1", "pod", SNW, false, false))
+        .await
+        .expect("publish after the reboot");
     assert_eq!(std::fs::read(d.target("pod").join("kept.txt")).unwrap(), b"kept");
     d.unpublish("pvc-1", "pod").await.unwrap();
     d.unstage("pvc-1").await.unwrap();
@@ -337,11 +398,13 @@ async fn concurrent_stages_of_one_volume_mount_it_once() {
     require_root!();
     let mut d = Driver::start().await;
     d.create_and_attach("pvc-1", "block", 32 * MIB).await;
-    let calls: Vec<_> = (0..4).map(|_| {
-        let mut node = d.node.clone();
-        let request = d.stage_request("pvc-1", SNW, false, "");
-        tokio::spawn(async move { node.node_stage_volume(request).await })
-    }).collect();
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let mut node = d.node.clone();
+            let request = d.stage_request("pvc-1", SNW, false, "");
+            tokio::spawn(async move { node.node_stage_volume(request).await })
+        })
+        .collect();
     for call in calls {
         call.await.unwrap().expect("every concurrent stage succeeds");
     }
@@ -360,11 +423,26 @@ async fn node_info_and_capabilities_describe_the_node() {
     let segments = info.accessible_topology.expect("topology").segments;
     assert_eq!(segments.get("topology.csi.workshop.dev/node").map(String::as_str), Some(NODE));
     assert!(segments.contains_key("topology.csi.workshop.dev/backend"));
-    let caps: Vec<i32> = d.node.node_get_capabilities(NodeGetCapabilitiesRequest {}).await.unwrap().into_inner()
-        .capabilities.into_iter()
-        .filter_map(|c| match c.r#type { Some(CapType::Rpc(r)) => Some(r.r#type), _ => None })
+    let caps: Vec<i32> = d
+        .node
+        .node_get_capabilities(NodeGetCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .capabilities
+        .into_iter()
+        .filter_map(|c| match c.r#type {
+            Some(CapType::Rpc(r)) => Some(r.r#type),
+            _ => None,
+        })
         .collect();
-    for wanted in [Rpc::StageUnstageVolume, Rpc::GetVolumeStats, Rpc::ExpandVolume, Rpc::VolumeCondition, Rpc::SingleNodeMultiWriter] {
+    for wanted in [
+        Rpc::StageUnstageVolume,
+        Rpc::GetVolumeStats,
+        Rpc::ExpandVolume,
+        Rpc::VolumeCondition,
+        Rpc::SingleNodeMultiWriter,
+    ] {
         assert!(caps.contains(&(wanted as i32)), "missing {}", wanted.as_str_name());
     }
 }

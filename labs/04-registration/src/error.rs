@@ -16,11 +16,7 @@ pub enum Error {
     DriverUnavailable { endpoint: String, reason: String },
     /// The driver answered GetPluginInfo with a name kubelet cannot use.
     #[error("the CSI driver at {endpoint} reported an unusable name {name:?}: {reason}")]
-    InvalidDriverName {
-        endpoint: String,
-        name: String,
-        reason: String,
-    },
+    InvalidDriverName { endpoint: String, name: String, reason: String },
     /// The registration socket could not be served.
     #[error("serving the registration socket: {0}")]
     Serve(#[from] lab01_identity::server::ServeError),
@@ -32,15 +28,9 @@ pub enum Error {
     ServerStopped(String),
     /// The `/healthz` listener could not be opened.
     #[error("--http-endpoint {endpoint}: {source}")]
-    Health {
-        endpoint: String,
-        source: std::io::Error,
-    },
+    Health { endpoint: String, source: std::io::Error },
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 }
 
 impl From<Error> for Status {

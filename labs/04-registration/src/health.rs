@@ -34,31 +34,23 @@ pub fn listen_address(endpoint: &str) -> String {
 
 // ANCHOR: check-registration-socket
 /// Healthy means: `socket` is a unix socket and answers GetInfo in time.
-pub async fn check_registration_socket(
-    socket: &Path,
-    timeout: Duration,
-) -> Result<PluginInfo, String> {
+pub async fn check_registration_socket(socket: &Path, timeout: Duration) -> Result<PluginInfo, String> {
     let meta = std::fs::symlink_metadata(socket)
         .map_err(|e| format!("registration socket {}: {e}", socket.display()))?;
     if !meta.file_type().is_socket() {
         return Err(format!("{} is not a socket", socket.display()));
     }
     let call = async {
-        let channel = connect(&socket.display().to_string())
-            .await
-            .map_err(|e| e.to_string())?;
+        let channel = connect(&socket.display().to_string()).await.map_err(|e| e.to_string())?;
         RegistrationClient::new(channel)
             .get_info(InfoRequest {})
             .await
             .map(tonic::Response::into_inner)
             .map_err(|status| format!("GetInfo on {}: {}", socket.display(), status.message()))
     };
-    tokio::time::timeout(timeout, call).await.map_err(|_| {
-        format!(
-            "GetInfo on {} did not answer within {timeout:?}",
-            socket.display()
-        )
-    })?
+    tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| format!("GetInfo on {} did not answer within {timeout:?}", socket.display()))?
 }
 // ANCHOR_END: check-registration-socket
 
@@ -77,10 +69,7 @@ async fn healthz(State(probe): State<Probe>) -> (StatusCode, String) {
         );
     };
     match check_registration_socket(&socket, probe.timeout).await {
-        Ok(info) => (
-            StatusCode::OK,
-            format!("ok: {} served on {}\n", info.name, socket.display()),
-        ),
+        Ok(info) => (StatusCode::OK, format!("ok: {} served on {}\n", info.name, socket.display())),
         Err(reason) => {
             tracing::warn!(%reason, "health check failed");
             (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n"))
@@ -97,22 +86,11 @@ pub struct HealthServer {
 
 impl HealthServer {
     /// Listens on `endpoint` (`host:port` or `:port`; port 0 picks a free one).
-    pub async fn start(
-        endpoint: &str,
-        status: watch::Receiver<Status>,
-        timeout: Duration,
-    ) -> Result<Self> {
-        let health_error = |source| Error::Health {
-            endpoint: endpoint.to_owned(),
-            source,
-        };
-        let listener = TcpListener::bind(listen_address(endpoint))
-            .await
-            .map_err(health_error)?;
+    pub async fn start(endpoint: &str, status: watch::Receiver<Status>, timeout: Duration) -> Result<Self> {
+        let health_error = |source| Error::Health { endpoint: endpoint.to_owned(), source };
+        let listener = TcpListener::bind(listen_address(endpoint)).await.map_err(health_error)?;
         let addr = listener.local_addr().map_err(health_error)?;
-        let app = Router::new()
-            .route("/healthz", get(healthz))
-            .with_state(Probe { status, timeout });
+        let app = Router::new().route("/healthz", get(healthz)).with_state(Probe { status, timeout });
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             axum::serve(listener, app)

@@ -51,9 +51,7 @@ pub enum RegisterError {
     DialRegistration { socket: PathBuf, reason: String },
     #[error("GetInfo failed at socket {socket}: {reason}")]
     GetInfo { socket: PathBuf, reason: String },
-    #[error(
-        "no handler registered for plugin type {0:?} (this kubelet handles {CSI_PLUGIN_TYPE:?})"
-    )]
+    #[error("no handler registered for plugin type {0:?} (this kubelet handles {CSI_PLUGIN_TYPE:?})")]
     UnknownType(String),
     #[error("plugin validation failed: {0}")]
     Validation(String),
@@ -96,9 +94,8 @@ impl FromStr for PrefixMap {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let (host, local) = text
-            .split_once('=')
-            .ok_or_else(|| format!("{text:?}: expected HOSTPREFIX=LOCALPREFIX"))?;
+        let (host, local) =
+            text.split_once('=').ok_or_else(|| format!("{text:?}: expected HOSTPREFIX=LOCALPREFIX"))?;
         let (host, local) = (PathBuf::from(host), PathBuf::from(local));
         if !host.is_absolute() || !local.is_absolute() {
             return Err(format!("{text:?}: both prefixes must be absolute paths"));
@@ -111,19 +108,13 @@ impl PrefixMap {
     /// `path` under `local` if it lies under `host` (whole components only).
     pub fn translate(&self, path: &Path) -> Option<PathBuf> {
         let rest = path.strip_prefix(&self.host).ok()?;
-        Some(if rest.as_os_str().is_empty() {
-            self.local.clone()
-        } else {
-            self.local.join(rest)
-        })
+        Some(if rest.as_os_str().is_empty() { self.local.clone() } else { self.local.join(rest) })
     }
 }
 
 /// The path to dial for an advertised endpoint: the first map that applies.
 pub fn translate(maps: &[PrefixMap], endpoint: &Path) -> PathBuf {
-    maps.iter()
-        .find_map(|m| m.translate(endpoint))
-        .unwrap_or_else(|| endpoint.to_owned())
+    maps.iter().find_map(|m| m.translate(endpoint)).unwrap_or_else(|| endpoint.to_owned())
 }
 
 /// How the harness talks to plugins.
@@ -137,10 +128,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self {
-            call_timeout: Duration::from_secs(5),
-            prefix_maps: Vec::new(),
-        }
+        Self { call_timeout: Duration::from_secs(5), prefix_maps: Vec::new() }
     }
 }
 
@@ -234,11 +222,7 @@ fn segments(topology: &BTreeMap<String, String>) -> String {
     if topology.is_empty() {
         return "none".to_owned();
     }
-    topology
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
+    topology.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
 // ANCHOR: event-lines
@@ -257,13 +241,7 @@ impl fmt::Display for Event {
                 info.supported_versions.join(",")
             ),
             Self::Validated { name, version } => write!(f, "validated {name} version={version}"),
-            Self::NodeInfo {
-                name,
-                dialed,
-                node_id,
-                max_volumes,
-                topology,
-            } => write!(
+            Self::NodeInfo { name, dialed, node_id, max_volumes, topology } => write!(
                 f,
                 "nodegetinfo {name} dialed={} node_id={node_id} max_volumes={max_volumes} topology={}",
                 dialed.display(),
@@ -271,11 +249,8 @@ impl fmt::Display for Event {
             ),
             Self::WouldWrite(r) => {
                 let keys: Vec<&str> = r.topology.keys().map(String::as_str).collect();
-                let allocatable = if r.max_volumes > 0 {
-                    r.max_volumes.to_string()
-                } else {
-                    "unset".to_owned()
-                };
+                let allocatable =
+                    if r.max_volumes > 0 { r.max_volumes.to_string() } else { "unset".to_owned() };
                 writeln!(
                     f,
                     "would-write csinode driver={} nodeID={} topologyKeys=[{}] allocatable.count={allocatable}",
@@ -290,11 +265,9 @@ impl fmt::Display for Event {
                     r.name, r.node_id
                 )
             }
-            Self::Notified {
-                name,
-                registered: true,
-                ..
-            } => write!(f, "notified {name} plugin_registered=true"),
+            Self::Notified { name, registered: true, .. } => {
+                write!(f, "notified {name} plugin_registered=true")
+            }
             Self::Notified { name, error, .. } => {
                 write!(f, "notified {name} plugin_registered=false error={error:?}")
             }
@@ -307,12 +280,7 @@ impl fmt::Display for Event {
                 segments(&r.topology),
                 r.max_volumes
             ),
-            Self::Failed {
-                socket,
-                name,
-                step,
-                error,
-            } => write!(
+            Self::Failed { socket, name, step, error } => write!(
                 f,
                 "failed {} name={} step={step}: {error}",
                 socket.display(),
@@ -338,11 +306,7 @@ pub fn parse_version(text: &str) -> Option<(u64, u64, u64)> {
         return None;
     }
     let mut numbers = parts.iter().map(|p| p.parse::<u64>().ok());
-    Some((
-        numbers.next()??,
-        numbers.next()??,
-        numbers.next().unwrap_or(Some(0))?,
-    ))
+    Some((numbers.next()??, numbers.next()??, numbers.next().unwrap_or(Some(0))?))
 }
 
 // ANCHOR: highest-supported-version
@@ -359,12 +323,10 @@ pub fn highest_supported_version(versions: &[String]) -> Result<String, String> 
         .filter(|((major, _, _), _)| *major <= 1)
         .max_by_key(|(parsed, _)| *parsed);
     match best {
-        None => Err(format!(
-            "none of the versions {versions:?} is usable: kubelet speaks CSI 1.x"
-        )),
-        Some(((major, _, _), v)) if major != 1 => Err(format!(
-            "the highest supported version is {v}, but kubelet needs CSI 1.x"
-        )),
+        None => Err(format!("none of the versions {versions:?} is usable: kubelet speaks CSI 1.x")),
+        Some(((major, _, _), v)) if major != 1 => {
+            Err(format!("the highest supported version is {v}, but kubelet needs CSI 1.x"))
+        }
         Some((_, v)) => Ok(v.clone()),
     }
 }
@@ -382,13 +344,10 @@ pub fn validate_plugin_info(info: &PluginInfo) -> Result<String, RegisterError> 
         return Err(RegisterError::UnknownType(info.r#type.clone()));
     }
     if info.name.trim().is_empty() {
-        return Err(RegisterError::Validation(
-            "the plugin name is empty".to_owned(),
-        ));
+        return Err(RegisterError::Validation("the plugin name is empty".to_owned()));
     }
-    highest_supported_version(&info.supported_versions).map_err(|reason| {
-        RegisterError::Validation(format!("CSI driver {:?}: {reason}", info.name))
-    })
+    highest_supported_version(&info.supported_versions)
+        .map_err(|reason| RegisterError::Validation(format!("CSI driver {:?}: {reason}", info.name)))
     // ANCHOR_END: solution => Ok(info.supported_versions.first().cloned().unwrap_or_default())
 }
 // ANCHOR_END: validate-plugin-info
@@ -413,72 +372,38 @@ pub async fn register_plugin<F: FnMut(Event)>(
     options: &Options,
     emit: &mut F,
 ) -> Result<Registration, Failure> {
-    let failure = |name: Option<String>, error, notified| Failure {
-        socket: socket.to_owned(),
-        name,
-        error,
-        notified,
-    };
-    let channel = within(options.call_timeout, connect(&socket.display().to_string()))
-        .await
-        .map_err(|reason| {
-            failure(
-                None,
-                RegisterError::DialRegistration {
-                    socket: socket.to_owned(),
-                    reason,
-                },
-                false,
-            )
+    let failure =
+        |name: Option<String>, error, notified| Failure { socket: socket.to_owned(), name, error, notified };
+    let channel =
+        within(options.call_timeout, connect(&socket.display().to_string())).await.map_err(|reason| {
+            failure(None, RegisterError::DialRegistration { socket: socket.to_owned(), reason }, false)
         })?;
     let mut client = RegistrationClient::new(channel);
-    let info = within(options.call_timeout, async {
-        client.get_info(InfoRequest {}).await.map_err(status_reason)
-    })
-    .await
-    .map_err(|reason| {
-        failure(
-            None,
-            RegisterError::GetInfo {
-                socket: socket.to_owned(),
-                reason,
-            },
-            false,
-        )
-    })?
-    .into_inner();
-    emit(Event::Info {
-        socket: socket.to_owned(),
-        info: info.clone(),
-    });
+    let info =
+        within(options.call_timeout, async { client.get_info(InfoRequest {}).await.map_err(status_reason) })
+            .await
+            .map_err(|reason| {
+                failure(None, RegisterError::GetInfo { socket: socket.to_owned(), reason }, false)
+            })?
+            .into_inner();
+    emit(Event::Info { socket: socket.to_owned(), info: info.clone() });
     let name = info.name.clone();
 
     match node_registration(socket, &info, options, emit).await {
         Ok(registration) => {
             emit(Event::WouldWrite(registration.clone()));
             if let Err(reason) = notify(&mut client, options, true, String::new()).await {
-                let error = RegisterError::Notify {
-                    socket: socket.to_owned(),
-                    reason,
-                };
+                let error = RegisterError::Notify { socket: socket.to_owned(), reason };
                 return Err(failure(Some(name), error, false));
             }
-            emit(Event::Notified {
-                name,
-                registered: true,
-                error: String::new(),
-            });
+            emit(Event::Notified { name, registered: true, error: String::new() });
             Ok(registration)
         }
         Err(error) => {
             let message = error.to_string();
             let notified = match notify(&mut client, options, false, message.clone()).await {
                 Ok(()) => {
-                    emit(Event::Notified {
-                        name: name.clone(),
-                        registered: false,
-                        error: message,
-                    });
+                    emit(Event::Notified { name: name.clone(), registered: false, error: message });
                     true
                 }
                 Err(reason) => {
@@ -499,42 +424,25 @@ async fn node_registration<F: FnMut(Event)>(
     emit: &mut F,
 ) -> Result<Registration, RegisterError> {
     let version = validate_plugin_info(info)?;
-    emit(Event::Validated {
-        name: info.name.clone(),
-        version: version.clone(),
-    });
+    emit(Event::Validated { name: info.name.clone(), version: version.clone() });
 
     // ANCHOR: dial-endpoint
     // An empty endpoint means "the registration socket is the driver's socket".
-    let endpoint = if info.endpoint.is_empty() {
-        socket.display().to_string()
-    } else {
-        info.endpoint.clone()
-    };
+    let endpoint =
+        if info.endpoint.is_empty() { socket.display().to_string() } else { info.endpoint.clone() };
     let dialed = translate(&options.prefix_maps, Path::new(&endpoint));
     let channel: Channel = within(options.call_timeout, connect(&dialed.display().to_string()))
         .await
-        .map_err(|reason| RegisterError::DialDriver {
-            endpoint: endpoint.clone(),
-            reason,
-        })?;
+        .map_err(|reason| RegisterError::DialDriver { endpoint: endpoint.clone(), reason })?;
     let node = within(options.call_timeout, async {
-        NodeClient::new(channel)
-            .node_get_info(NodeGetInfoRequest {})
-            .await
-            .map_err(status_reason)
+        NodeClient::new(channel).node_get_info(NodeGetInfoRequest {}).await.map_err(status_reason)
     })
     .await
-    .map_err(|reason| RegisterError::NodeGetInfo {
-        endpoint: endpoint.clone(),
-        reason,
-    })?
+    .map_err(|reason| RegisterError::NodeGetInfo { endpoint: endpoint.clone(), reason })?
     .into_inner();
     // ANCHOR_END: dial-endpoint
     if node.node_id.is_empty() {
-        return Err(RegisterError::InvalidNodeInfo(
-            "node_id is empty".to_owned(),
-        ));
+        return Err(RegisterError::InvalidNodeInfo("node_id is empty".to_owned()));
     }
     if node.max_volumes_per_node < 0 {
         return Err(RegisterError::InvalidNodeInfo(format!(
@@ -542,10 +450,8 @@ async fn node_registration<F: FnMut(Event)>(
             node.max_volumes_per_node
         )));
     }
-    let topology: BTreeMap<String, String> = node
-        .accessible_topology
-        .map(|t| t.segments.into_iter().collect())
-        .unwrap_or_default();
+    let topology: BTreeMap<String, String> =
+        node.accessible_topology.map(|t| t.segments.into_iter().collect()).unwrap_or_default();
     emit(Event::NodeInfo {
         name: info.name.clone(),
         dialed: dialed.clone(),
@@ -571,15 +477,9 @@ async fn notify(
     registered: bool,
     error: String,
 ) -> Result<(), String> {
-    let status = RegistrationStatus {
-        plugin_registered: registered,
-        error,
-    };
+    let status = RegistrationStatus { plugin_registered: registered, error };
     within(options.call_timeout, async {
-        client
-            .notify_registration_status(status)
-            .await
-            .map_err(status_reason)
+        client.notify_registration_status(status).await.map_err(status_reason)
     })
     .await
     .map(drop)
@@ -605,12 +505,7 @@ pub struct PluginWatcher {
 
 impl PluginWatcher {
     pub fn new(dir: impl Into<PathBuf>, options: Options) -> Self {
-        Self {
-            dir: dir.into(),
-            options,
-            plugins: BTreeMap::new(),
-            ignored: BTreeSet::new(),
-        }
+        Self { dir: dir.into(), options, plugins: BTreeMap::new(), ignored: BTreeSet::new() }
     }
 
     pub fn dir(&self) -> &Path {
@@ -640,9 +535,7 @@ impl PluginWatcher {
             if self.plugins.contains_key(&socket) {
                 continue;
             }
-            emit(Event::Found {
-                socket: socket.clone(),
-            });
+            emit(Event::Found { socket: socket.clone() });
             let attempt = register_plugin(&socket, &self.options, emit).await;
             let registered = match &attempt {
                 Ok(registration) => {
@@ -663,10 +556,7 @@ impl PluginWatcher {
     // ANCHOR: scan-registry
     /// The sockets in the directory, by (device, inode). Like kubelet, skips
     /// names starting with `.` and anything that is not a socket.
-    fn scan<F: FnMut(Event)>(
-        &mut self,
-        emit: &mut F,
-    ) -> std::io::Result<BTreeMap<PathBuf, (u64, u64)>> {
+    fn scan<F: FnMut(Event)>(&mut self, emit: &mut F) -> std::io::Result<BTreeMap<PathBuf, (u64, u64)>> {
         std::fs::create_dir_all(&self.dir)?;
         let mut sockets = BTreeMap::new();
         let mut skipped = BTreeSet::new();
@@ -690,10 +580,7 @@ impl PluginWatcher {
             };
             // Report each skipped path once, not on every poll.
             if self.ignored.insert(path.clone()) {
-                emit(Event::Ignored {
-                    path: path.clone(),
-                    reason,
-                });
+                emit(Event::Ignored { path: path.clone(), reason });
             }
             skipped.insert(path);
         }
@@ -731,15 +618,9 @@ mod tests {
             highest_supported_version(&list.iter().map(|s| s.to_string()).collect::<Vec<_>>())
         };
         assert_eq!(v(&["1.0.0"]), Ok("1.0.0".into()));
-        assert_eq!(
-            v(&["0.3.0", "1.2.0", "1.10.0", "2.0.0"]),
-            Ok("1.10.0".into())
-        );
+        assert_eq!(v(&["0.3.0", "1.2.0", "1.10.0", "2.0.0"]), Ok("1.10.0".into()));
         assert!(v(&["0.3.0"]).is_err(), "CSI 0.x is refused");
-        assert!(
-            v(&["2.0.0"]).is_err(),
-            "CSI 2.x is not known to be compatible"
-        );
+        assert!(v(&["2.0.0"]).is_err(), "CSI 2.x is not known to be compatible");
         assert!(v(&[]).is_err());
         assert!(v(&["one"]).is_err());
     }

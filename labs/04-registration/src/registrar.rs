@@ -58,10 +58,7 @@ pub struct Config {
 
 impl Config {
     /// A configuration with node-driver-registrar's defaults for the rest.
-    pub fn new(
-        csi_address: impl Into<String>,
-        kubelet_registration_path: impl Into<PathBuf>,
-    ) -> Self {
+    pub fn new(csi_address: impl Into<String>, kubelet_registration_path: impl Into<PathBuf>) -> Self {
         Self {
             csi_address: csi_address.into(),
             kubelet_registration_path: kubelet_registration_path.into(),
@@ -80,8 +77,7 @@ impl Config {
         let text = host_path.to_string_lossy();
         if text.is_empty() {
             return Err(Error::InvalidConfig(
-                "--kubelet-registration-path is required: the driver socket's path on the host"
-                    .into(),
+                "--kubelet-registration-path is required: the driver socket's path on the host".into(),
             ));
         }
         if text.contains("://") || text.starts_with("unix:") {
@@ -95,14 +91,10 @@ impl Config {
             )));
         }
         if self.plugin_registration_path.as_os_str().is_empty() {
-            return Err(Error::InvalidConfig(
-                "--plugin-registration-path must not be empty".into(),
-            ));
+            return Err(Error::InvalidConfig("--plugin-registration-path must not be empty".into()));
         }
         if self.timeout.is_zero() {
-            return Err(Error::InvalidConfig(
-                "--timeout must be more than zero".into(),
-            ));
+            return Err(Error::InvalidConfig("--timeout must be more than zero".into()));
         }
         if csi_path == *host_path {
             tracing::info!(
@@ -141,13 +133,8 @@ pub fn registration_socket_path(registry_dir: &Path, driver_name: &str) -> PathB
 
 /// One attempt to learn the driver's name.
 pub async fn driver_name(csi_address: &str) -> Result<String> {
-    let unavailable = |reason: String| Error::DriverUnavailable {
-        endpoint: csi_address.to_owned(),
-        reason,
-    };
-    let channel = connect(csi_address)
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
+    let unavailable = |reason: String| Error::DriverUnavailable { endpoint: csi_address.to_owned(), reason };
+    let channel = connect(csi_address).await.map_err(|e| unavailable(e.to_string()))?;
     let info = IdentityClient::new(channel)
         .get_plugin_info(GetPluginInfoRequest {})
         .await
@@ -209,10 +196,7 @@ pub struct Registrar {
 
 impl Registrar {
     pub fn new(config: Config) -> Self {
-        Self {
-            config,
-            status: watch::Sender::new(Status::default()),
-        }
+        Self { config, status: watch::Sender::new(Status::default()) }
     }
 
     /// Follows the registrar's progress (see [`watch::Receiver::wait_for`]).
@@ -228,10 +212,8 @@ impl Registrar {
         let health = match &self.config.http_endpoint {
             Some(endpoint) => {
                 let server =
-                    HealthServer::start(endpoint, self.status.subscribe(), self.config.timeout)
-                        .await?;
-                self.status
-                    .send_modify(|s| s.health_addr = Some(server.local_addr()));
+                    HealthServer::start(endpoint, self.status.subscribe(), self.config.timeout).await?;
+                self.status.send_modify(|s| s.health_addr = Some(server.local_addr()));
                 Some(server)
             }
             None => None,
@@ -256,8 +238,7 @@ impl Registrar {
             name = wait_for_driver(&config.csi_address, config.timeout, config.retry_interval) => name?,
             () = &mut *shutdown => return Ok(()),
         };
-        self.status
-            .send_modify(|s| s.driver_name = Some(name.clone()));
+        self.status.send_modify(|s| s.driver_name = Some(name.clone()));
 
         // ANCHOR: serve-registration
         let socket = registration_socket_path(&config.plugin_registration_path, &name);
@@ -266,11 +247,12 @@ impl Registrar {
         let (service, mut verdicts) = RegistrationService::new(info);
         let (stop, stopped) = oneshot::channel::<()>();
         let mut server = tokio::spawn(
-            grpc_server()
-                .add_service(RegistrationServer::new(service))
-                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+            grpc_server().add_service(RegistrationServer::new(service)).serve_with_incoming_shutdown(
+                UnixListenerStream::new(listener),
+                async {
                     let _ = stopped.await;
-                }),
+                },
+            ),
         );
         // ANCHOR_END: serve-registration
         self.status.send_modify(|s| s.socket = Some(socket.clone()));
@@ -346,10 +328,7 @@ mod tests {
     use super::*;
 
     fn config() -> Config {
-        Config::new(
-            "unix:///csi/csi.sock",
-            "/var/lib/kubelet/plugins/csi.workshop.dev/csi.sock",
-        )
+        Config::new("unix:///csi/csi.sock", "/var/lib/kubelet/plugins/csi.workshop.dev/csi.sock")
     }
 
     #[test]
@@ -364,23 +343,14 @@ mod tests {
     #[test]
     fn the_kubelet_registration_path_must_be_an_absolute_host_path() {
         for bad in ["", "csi.sock", "unix:///var/lib/kubelet/plugins/x/csi.sock"] {
-            let c = Config {
-                kubelet_registration_path: bad.into(),
-                ..config()
-            };
-            assert!(
-                matches!(c.validate(), Err(Error::InvalidConfig(_))),
-                "{bad:?} should be refused"
-            );
+            let c = Config { kubelet_registration_path: bad.into(), ..config() };
+            assert!(matches!(c.validate(), Err(Error::InvalidConfig(_))), "{bad:?} should be refused");
         }
     }
 
     #[test]
     fn a_tcp_csi_address_is_refused() {
-        let c = Config {
-            csi_address: "tcp://127.0.0.1:10000".into(),
-            ..config()
-        };
+        let c = Config { csi_address: "tcp://127.0.0.1:10000".into(), ..config() };
         assert!(matches!(c.validate(), Err(Error::InvalidConfig(_))));
     }
 }

@@ -11,9 +11,7 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use crate::pluginregistration::registration_server::Registration;
-use crate::pluginregistration::{
-    InfoRequest, PluginInfo, RegistrationStatus, RegistrationStatusResponse,
-};
+use crate::pluginregistration::{InfoRequest, PluginInfo, RegistrationStatus, RegistrationStatusResponse};
 
 /// The plugin type kubelet hands to its CSI handler.
 pub const CSI_PLUGIN_TYPE: &str = "CSIPlugin";
@@ -65,10 +63,7 @@ impl RegistrationService {
 #[tonic::async_trait]
 impl Registration for RegistrationService {
     // ANCHOR: get-info
-    async fn get_info(
-        &self,
-        _request: Request<InfoRequest>,
-    ) -> Result<Response<PluginInfo>, Status> {
+    async fn get_info(&self, _request: Request<InfoRequest>) -> Result<Response<PluginInfo>, Status> {
         // TODO(lab04): Answer with the plugin info this service was built
         // with (type CSIPlugin, the driver name, the host endpoint, versions).
         // ANCHOR: solution
@@ -116,10 +111,7 @@ mod tests {
         );
         assert_eq!(info.r#type, "CSIPlugin");
         assert_eq!(info.name, "csi.workshop.dev");
-        assert_eq!(
-            info.endpoint,
-            "/var/lib/kubelet/plugins/csi.workshop.dev/csi.sock"
-        );
+        assert_eq!(info.endpoint, "/var/lib/kubelet/plugins/csi.workshop.dev/csi.sock");
         assert_eq!(info.supported_versions, vec!["1.0.0".to_string()]);
     }
 }

@@ -61,14 +61,9 @@ async fn kubelet_sim_registers_the_driver_served_by_csi_registrar_which_exits_0_
     let mut child = registrar(&scene, &scene.csi_socket());
 
     let (code, stdout) = kubelet_sim(&scene, "15s").await;
-    assert_eq!(
-        code, 0,
-        "kubelet-sim --once exits 0 after a registration; it printed:\n{stdout}"
-    );
-    let expected = format!(
-        "registered {DRIVER} endpoint={} node_id={NODE} topology=",
-        scene.csi_socket().display()
-    );
+    assert_eq!(code, 0, "kubelet-sim --once exits 0 after a registration; it printed:\n{stdout}");
+    let expected =
+        format!("registered {DRIVER} endpoint={} node_id={NODE} topology=", scene.csi_socket().display());
     assert!(
         stdout.lines().any(|l| l.starts_with(&expected)),
         "expected a line starting with `{expected}`:\n{stdout}"
@@ -77,10 +72,7 @@ async fn kubelet_sim_registers_the_driver_served_by_csi_registrar_which_exits_0_
 
     kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGTERM).unwrap();
     assert_eq!(exit_code(&mut child).await, 0, "SIGTERM is a clean stop");
-    assert!(
-        !scene.registration_socket().exists(),
-        "the registrar removes its socket on SIGTERM"
-    );
+    assert!(!scene.registration_socket().exists(), "the registrar removes its socket on SIGTERM");
 }
 
 #[tokio::test]
@@ -90,10 +82,7 @@ async fn a_rejected_registration_makes_kubelet_sim_exit_1_and_csi_registrar_exit
     let mut child = registrar(&scene, &scene.path("not-on-the-host/csi.sock"));
 
     let (code, stdout) = kubelet_sim(&scene, "15s").await;
-    assert_eq!(
-        code, 1,
-        "kubelet-sim --once exits 1 after a failed registration; it printed:\n{stdout}"
-    );
+    assert_eq!(code, 1, "kubelet-sim --once exits 1 after a failed registration; it printed:\n{stdout}");
     assert!(stdout.contains("step=dial-driver"), "{stdout}");
     assert_ne!(
         exit_code(&mut child).await,

@@ -78,7 +78,9 @@ fn parse_documents(yaml: &str) -> Vec<Value> {
     }
     documents
         .iter()
-        .map(|doc| serde_yaml::from_str::<Value>(doc).unwrap_or_else(|e| panic!("invalid YAML ({e}):\n{doc}")))
+        .map(|doc| {
+            serde_yaml::from_str::<Value>(doc).unwrap_or_else(|e| panic!("invalid YAML ({e}):\n{doc}"))
+        })
         .filter(|v| !v.is_null())
         .collect()
 }
@@ -95,7 +97,8 @@ fn renders() -> Option<&'static [Render]> {
             let renders = kustomization_dirs()
                 .into_iter()
                 .map(|dir| {
-                    let out = Command::new("kubectl").arg("kustomize").arg(&dir).output().expect("run kubectl");
+                    let out =
+                        Command::new("kubectl").arg("kustomize").arg(&dir).output().expect("run kubectl");
                     let rel = dir.strip_prefix(&root).unwrap_or(&dir).display().to_string();
                     assert!(
                         out.status.success(),
@@ -103,7 +106,11 @@ fn renders() -> Option<&'static [Render]> {
                         String::from_utf8_lossy(&out.stderr)
                     );
                     let deployable = !dir.parent().is_some_and(|p| p.join("kustomization.yaml").is_file());
-                    Render { dir: rel, objects: parse_documents(&String::from_utf8_lossy(&out.stdout)), deployable }
+                    Render {
+                        dir: rel,
+                        objects: parse_documents(&String::from_utf8_lossy(&out.stdout)),
+                        deployable,
+                    }
                 })
                 .collect();
             Some(renders)
@@ -306,7 +313,8 @@ fn every_kustomization_renders_to_some_objects() {
         ] {
             assert!(dirs.contains(expected), "no kustomization at {expected}; found {dirs:?}");
         }
-        let empty: Vec<String> = renders.iter().filter(|r| r.objects.is_empty()).map(|r| r.dir.clone()).collect();
+        let empty: Vec<String> =
+            renders.iter().filter(|r| r.objects.is_empty()).map(|r| r.dir.clone()).collect();
         assert_no_problems("kustomizations that render nothing", empty);
     });
 }
@@ -320,7 +328,12 @@ fn our_containers_use_the_workshop_image_and_never_pull_it() {
             for c in t.containers.iter().filter(|c| c.is_ours()) {
                 ours += 1;
                 if c.image != IMAGE {
-                    problems.push(format!("{}: container {} uses {}, not {IMAGE}", t.what(), c.name, c.image));
+                    problems.push(format!(
+                        "{}: container {} uses {}, not {IMAGE}",
+                        t.what(),
+                        c.name,
+                        c.image
+                    ));
                 }
                 // The image is loaded into the nodes (kind load), never pulled:
                 // Always (or the :latest default) would try a registry.
@@ -358,7 +371,11 @@ fn every_sidecar_image_is_pinned_to_a_release_tag() {
                             && numbers.len() == 3
                             && numbers.iter().all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
                         if !release {
-                            problems.push(format!("{}: {} tag {tag} is not a vX.Y.Z release", t.what(), c.name));
+                            problems.push(format!(
+                                "{}: {} tag {tag} is not a vX.Y.Z release",
+                                t.what(),
+                                c.name
+                            ));
                         }
                     }
                     Some(_) => {}
@@ -374,11 +391,14 @@ fn the_driver_serves_the_socket_every_sidecar_dials_on_a_shared_volume() {
     with_renders("the_driver_serves_the_socket_every_sidecar_dials_on_a_shared_volume", |renders| {
         let mut problems = Vec::new();
         for t in pod_templates(renders) {
-            let sidecars: Vec<&Container> = t.containers.iter().filter(|c| c.flag("--csi-address").is_some()).collect();
+            let sidecars: Vec<&Container> =
+                t.containers.iter().filter(|c| c.flag("--csi-address").is_some()).collect();
             let Some(driver) = t.driver() else {
                 if !sidecars.is_empty() {
-                    problems
-                        .push(format!("{}: sidecars dial --csi-address but no container serves --endpoint", t.what()));
+                    problems.push(format!(
+                        "{}: sidecars dial --csi-address but no container serves --endpoint",
+                        t.what()
+                    ));
                 }
                 continue;
             };
@@ -389,8 +409,10 @@ fn the_driver_serves_the_socket_every_sidecar_dials_on_a_shared_volume() {
             }
             let (socket_dir, _) = dir_and_file(socket);
             let Some(driver_mount) = driver.mount_at(socket_dir) else {
-                problems
-                    .push(format!("{}: the driver serves {socket}, but nothing is mounted at {socket_dir}", t.what()));
+                problems.push(format!(
+                    "{}: the driver serves {socket}, but nothing is mounted at {socket_dir}",
+                    t.what()
+                ));
                 continue;
             };
             for sidecar in sidecars {
@@ -468,7 +490,8 @@ fn the_registrar_serves_its_socket_in_kubelets_plugins_registry() {
         for t in pod_templates(renders) {
             let Some(registrar) = t.registrar() else { continue };
             // node-driver-registrar's default, which our csi-registrar shares.
-            let dir = registrar.flag("--plugin-registration-path").unwrap_or("/registration").trim_end_matches('/');
+            let dir =
+                registrar.flag("--plugin-registration-path").unwrap_or("/registration").trim_end_matches('/');
             match registrar.mount_at(dir).map(|m| (m, t.host_path(&m.volume))) {
                 Some((_, Some(PLUGINS_REGISTRY))) => {}
                 Some((m, host)) => problems.push(format!(
@@ -496,7 +519,8 @@ fn the_node_driver_is_privileged_and_shares_kubelets_mounts_bidirectionally() {
             }
             node_drivers += 1;
             if !driver.privileged {
-                problems.push(format!("{}: the node driver is not privileged (loop devices, mounts)", t.what()));
+                problems
+                    .push(format!("{}: the node driver is not privileged (loop devices, mounts)", t.what()));
             }
             match driver.mount_at(KUBELET_DIR) {
                 Some(m) if m.propagation.as_deref() == Some("Bidirectional") && t.host_path(&m.volume) == Some(KUBELET_DIR) => {}
@@ -509,7 +533,8 @@ fn the_node_driver_is_privileged_and_shares_kubelets_mounts_bidirectionally() {
                 None => problems.push(format!("{}: the node driver does not mount {KUBELET_DIR}", t.what())),
             }
             if driver.mount_at("/dev").and_then(|m| t.host_path(&m.volume)) != Some("/dev") {
-                problems.push(format!("{}: the node driver does not mount the host's /dev at /dev", t.what()));
+                problems
+                    .push(format!("{}: the node driver does not mount the host's /dev at /dev", t.what()));
             }
         }
         assert!(node_drivers > 0, "no DaemonSet runs the driver with --mode node or all");
@@ -543,14 +568,17 @@ fn every_workload_service_account_exists_and_is_bound_or_gets_no_token() {
                         name(binding)
                     ));
                 }
-                for subject in seq(&binding["subjects"]).iter().filter(|s| s["kind"].as_str() == Some("ServiceAccount"))
+                for subject in
+                    seq(&binding["subjects"]).iter().filter(|s| s["kind"].as_str() == Some("ServiceAccount"))
                 {
                     let ns = subject["namespace"].as_str().unwrap_or(namespace(binding));
                     bound.insert((ns.to_owned(), subject["name"].as_str().unwrap_or_default().to_owned()));
                 }
             }
-            for workload in
-                render.objects.iter().filter(|o| matches!(kind(o), "Deployment" | "DaemonSet" | "StatefulSet"))
+            for workload in render
+                .objects
+                .iter()
+                .filter(|o| matches!(kind(o), "Deployment" | "DaemonSet" | "StatefulSet"))
             {
                 let spec = pod_spec(workload).expect("a workload has a pod template");
                 let Some(account) = spec["serviceAccountName"].as_str() else { continue };
@@ -583,7 +611,8 @@ fn every_workload_service_account_exists_and_is_bound_or_gets_no_token() {
 fn every_storage_class_provisions_with_our_csidriver() {
     with_renders("every_storage_class_provisions_with_our_csidriver", |renders| {
         let objects = || renders.iter().flat_map(|r| r.objects.iter().map(move |o| (r, o)));
-        let drivers: BTreeSet<&str> = objects().filter(|(_, o)| kind(o) == "CSIDriver").map(|(_, o)| name(o)).collect();
+        let drivers: BTreeSet<&str> =
+            objects().filter(|(_, o)| kind(o) == "CSIDriver").map(|(_, o)| name(o)).collect();
         assert_eq!(drivers, BTreeSet::from([DRIVER]), "the CSIDriver objects of all kustomizations");
         let mut problems = Vec::new();
         let mut classes = 0;
@@ -622,9 +651,10 @@ fn no_storage_class_of_ours_is_marked_default() {
         let mut problems = Vec::new();
         for render in renders {
             for class in render.objects.iter().filter(|o| kind(o) == "StorageClass") {
-                for annotation in
-                    ["storageclass.kubernetes.io/is-default-class", "storageclass.beta.kubernetes.io/is-default-class"]
-                {
+                for annotation in [
+                    "storageclass.kubernetes.io/is-default-class",
+                    "storageclass.beta.kubernetes.io/is-default-class",
+                ] {
                     if class["metadata"]["annotations"][annotation].as_str() == Some("true") {
                         problems.push(format!(
                             "{}: StorageClass {} is marked default: kind's `standard` is the default, ours are named by every claim",

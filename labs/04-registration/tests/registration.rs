@@ -23,21 +23,10 @@ async fn the_driver_registers_with_kubelet_and_its_node_info_is_what_kubelet_wou
     registrar.wait_until_serving().await;
 
     let (events, attempt) = watch_until_attempt(&mut scene.watcher()).await;
-    let registration = attempt.unwrap_or_else(|f| {
-        panic!(
-            "kubelet must register the driver, but: {}{}",
-            f.error,
-            lines(&events)
-        )
-    });
-    assert_eq!(
-        registration.name, DRIVER,
-        "GetInfo must name the driver as GetPluginInfo does"
-    );
-    assert_eq!(
-        registration.version, "1.0.0",
-        "the registrar must advertise CSI 1.0.0"
-    );
+    let registration = attempt
+        .unwrap_or_else(|f| panic!("kubelet must register the driver, but: {}{}", f.error, lines(&events)));
+    assert_eq!(registration.name, DRIVER, "GetInfo must name the driver as GetPluginInfo does");
+    assert_eq!(registration.version, "1.0.0", "the registrar must advertise CSI 1.0.0");
     assert_eq!(
         registration.endpoint,
         scene.csi_socket().display().to_string(),
@@ -56,19 +45,9 @@ async fn the_driver_registers_with_kubelet_and_its_node_info_is_what_kubelet_wou
     let segments = node.accessible_topology.unwrap().segments;
     assert_eq!(registration.topology.len(), segments.len());
     for (key, value) in &segments {
-        assert_eq!(
-            registration.topology.get(key),
-            Some(value),
-            "topology key {key}"
-        );
+        assert_eq!(registration.topology.get(key), Some(value), "topology key {key}");
     }
-    assert_eq!(
-        registration
-            .topology
-            .get("topology.csi.workshop.dev/node")
-            .map(String::as_str),
-        Some(NODE)
-    );
+    assert_eq!(registration.topology.get("topology.csi.workshop.dev/node").map(String::as_str), Some(NODE));
 
     let steps: Vec<String> = events.iter().map(|e| e.to_string()).collect();
     for prefix in [
@@ -80,11 +59,7 @@ async fn the_driver_registers_with_kubelet_and_its_node_info_is_what_kubelet_wou
         "notified ",
         "registered ",
     ] {
-        assert!(
-            steps.iter().any(|s| s.starts_with(prefix)),
-            "no `{prefix}…` line in{}",
-            lines(&events)
-        );
+        assert!(steps.iter().any(|s| s.starts_with(prefix)), "no `{prefix}…` line in{}", lines(&events));
     }
     let registered = steps.last().unwrap();
     assert!(
@@ -96,20 +71,13 @@ async fn the_driver_registers_with_kubelet_and_its_node_info_is_what_kubelet_wou
     );
 
     let status = registrar
-        .wait_for(
-            "the registrar must learn from NotifyRegistrationStatus that kubelet registered it",
-            |s| s.kubelet == Verdict::Registered,
-        )
+        .wait_for("the registrar must learn from NotifyRegistrationStatus that kubelet registered it", |s| {
+            s.kubelet == Verdict::Registered
+        })
         .await;
     assert_eq!(status.driver_name.as_deref(), Some(DRIVER));
-    registrar
-        .stop()
-        .await
-        .expect("a registrar stopped by a signal returns Ok");
-    assert!(
-        !scene.registration_socket().exists(),
-        "the registrar must remove its socket when it stops"
-    );
+    registrar.stop().await.expect("a registrar stopped by a signal returns Ok");
+    assert!(!scene.registration_socket().exists(), "the registrar must remove its socket when it stops");
 }
 
 #[tokio::test]
@@ -128,9 +96,7 @@ async fn the_registration_socket_is_named_after_the_driver_and_advertises_the_ho
         "the socket must be <plugin-registration-path>/<driver>-reg.sock"
     );
 
-    let channel = lab01_identity::client::connect(&socket.display().to_string())
-        .await
-        .unwrap();
+    let channel = lab01_identity::client::connect(&socket.display().to_string()).await.unwrap();
     let info = RegistrationClient::new(channel)
         .get_info(InfoRequest {})
         .await
@@ -138,16 +104,12 @@ async fn the_registration_socket_is_named_after_the_driver_and_advertises_the_ho
         .into_inner();
     assert_eq!(info.r#type, "CSIPlugin");
     assert_eq!(info.name, DRIVER);
-    assert_eq!(
-        info.endpoint, host_path,
-        "kubelet dials the host path, never the in-container --csi-address"
-    );
+    assert_eq!(info.endpoint, host_path, "kubelet dials the host path, never the in-container --csi-address");
     assert_eq!(info.supported_versions, vec!["1.0.0".to_string()]);
 }
 
 #[tokio::test]
-async fn advertising_a_path_kubelet_cannot_dial_fails_registration_and_ends_the_registrar_with_an_error()
- {
+async fn advertising_a_path_kubelet_cannot_dial_fails_registration_and_ends_the_registrar_with_an_error() {
     let scene = Scene::new();
     let _driver = scene.start_driver().await;
     // The classic mistake: the socket's path inside the container.
@@ -166,14 +128,9 @@ async fn advertising_a_path_kubelet_cannot_dial_fails_registration_and_ends_the_
         failure.error,
         lines(&events)
     );
+    assert!(failure.notified, "kubelet must tell the registrar it failed");
     assert!(
-        failure.notified,
-        "kubelet must tell the registrar it failed"
-    );
-    assert!(
-        events
-            .iter()
-            .any(|e| e.to_string().contains("step=dial-driver")),
+        events.iter().any(|e| e.to_string().contains("step=dial-driver")),
         "the failure line must name the step:{}",
         lines(&events)
     );
@@ -189,10 +146,7 @@ async fn advertising_a_path_kubelet_cannot_dial_fails_registration_and_ends_the_
             "the registrar must exit with RegistrationRejected when kubelet says plugin_registered=false, got {other:?}"
         ),
     }
-    assert!(
-        !scene.registration_socket().exists(),
-        "a failed registrar must remove its socket"
-    );
+    assert!(!scene.registration_socket().exists(), "a failed registrar must remove its socket");
 }
 
 #[tokio::test]
@@ -206,31 +160,18 @@ async fn the_registrar_waits_for_the_driver_and_serves_no_socket_until_it_answer
         registrar.exit().await
     );
     assert_eq!(registrar.status.borrow().socket, None);
-    assert!(
-        !scene.registration_socket().exists(),
-        "no registration socket before the driver answers"
-    );
+    assert!(!scene.registration_socket().exists(), "no registration socket before the driver answers");
     let (events, attempts) = poll_once(&mut scene.watcher()).await;
-    assert!(
-        attempts.is_empty(),
-        "kubelet must find nothing to register yet:{}",
-        lines(&events)
-    );
+    assert!(attempts.is_empty(), "kubelet must find nothing to register yet:{}", lines(&events));
 
     let _driver = scene.start_driver().await;
     registrar.wait_until_serving().await;
     let (events, attempt) = watch_until_attempt(&mut scene.watcher()).await;
     attempt.unwrap_or_else(|f| {
-        panic!(
-            "once the driver is up, registration must succeed: {}{}",
-            f.error,
-            lines(&events)
-        )
+        panic!("once the driver is up, registration must succeed: {}{}", f.error, lines(&events))
     });
     registrar
-        .wait_for("kubelet's verdict must reach the registrar", |s| {
-            s.kubelet == Verdict::Registered
-        })
+        .wait_for("kubelet's verdict must reach the registrar", |s| s.kubelet == Verdict::Registered)
         .await;
 }
 
@@ -244,13 +185,7 @@ async fn a_driver_that_went_down_after_the_registrar_started_is_reported_as_a_di
 
     let (events, attempt) = watch_until_attempt(&mut scene.watcher()).await;
     let failure = attempt.expect_err("kubelet cannot reach a driver that is gone");
-    assert_eq!(
-        failure.error.step(),
-        "dial-driver",
-        "{}{}",
-        failure.error,
-        lines(&events)
-    );
+    assert_eq!(failure.error.step(), "dial-driver", "{}{}", failure.error, lines(&events));
     assert!(
         matches!(registrar.exit().await, Err(Error::RegistrationRejected(_))),
         "the registrar must exit with an error after plugin_registered=false"
@@ -261,14 +196,11 @@ async fn a_driver_that_went_down_after_the_registrar_started_is_reported_as_a_di
 async fn a_plugin_that_only_speaks_csi_0_3_is_rejected_and_told_why() {
     let scene = Scene::new();
     let socket = scene.registry().join("old.csi.dev-reg.sock");
-    let mut plugin = FakePlugin::start(
-        &socket,
-        plugin_info("old.csi.dev", &scene.csi_socket(), &["0.3.0"]),
-    );
+    let mut plugin = FakePlugin::start(&socket, plugin_info("old.csi.dev", &scene.csi_socket(), &["0.3.0"]));
 
     let (events, attempt) = watch_until_attempt(&mut scene.watcher()).await;
-    let failure = attempt
-        .expect_err("kubelet only speaks CSI 1.x: write validate_plugin_info in src/kubelet.rs");
+    let failure =
+        attempt.expect_err("kubelet only speaks CSI 1.x: write validate_plugin_info in src/kubelet.rs");
     assert!(
         matches!(failure.error, RegisterError::Validation(_)),
         "kubelet must refuse CSI 0.3.0 before dialing the driver (validate_plugin_info in src/kubelet.rs), got {:?}{}",
@@ -313,26 +245,13 @@ async fn removing_the_registration_socket_is_reported_as_deregistration() {
     let (events, attempt) = watch_until_attempt(&mut watcher).await;
     attempt.unwrap_or_else(|f| panic!("registration must succeed: {}{}", f.error, lines(&events)));
 
-    registrar
-        .stop()
-        .await
-        .expect("a registrar stopped by a signal returns Ok");
+    registrar.stop().await.expect("a registrar stopped by a signal returns Ok");
     let (events, _) = poll_once(&mut watcher).await;
-    let expected = Event::Deregistered {
-        name: DRIVER.into(),
-        socket: scene.registration_socket(),
-    };
-    assert!(
-        events.contains(&expected),
-        "expected `{expected}` in{}",
-        lines(&events)
-    );
+    let expected = Event::Deregistered { name: DRIVER.into(), socket: scene.registration_socket() };
+    assert!(events.contains(&expected), "expected `{expected}` in{}", lines(&events));
     assert!(
         events.iter().any(|e| e.to_string()
-            == format!(
-                "deregistered {DRIVER} socket={}",
-                scene.registration_socket().display()
-            )),
+            == format!("deregistered {DRIVER} socket={}", scene.registration_socket().display())),
         "{}",
         lines(&events)
     );
@@ -346,38 +265,21 @@ async fn dot_files_and_anything_but_sockets_in_the_registry_are_ignored() {
     std::fs::write(registry.join("notes-reg.sock"), b"not a socket").unwrap();
     // A working plugin, hidden: kubelet must not even call it.
     let hidden = registry.join(format!(".{DRIVER}-reg.sock"));
-    let _plugin = FakePlugin::start(
-        &hidden,
-        plugin_info(DRIVER, &scene.csi_socket(), &["1.0.0"]),
-    );
+    let _plugin = FakePlugin::start(&hidden, plugin_info(DRIVER, &scene.csi_socket(), &["1.0.0"]));
 
     let mut watcher = scene.watcher();
     let (events, attempts) = poll_once(&mut watcher).await;
-    assert!(
-        attempts.is_empty(),
-        "nothing there may be registered:{}",
-        lines(&events)
-    );
-    for path in [
-        hidden,
-        registry.join("notes-reg.sock"),
-        registry.join("subdir"),
-    ] {
+    assert!(attempts.is_empty(), "nothing there may be registered:{}", lines(&events));
+    for path in [hidden, registry.join("notes-reg.sock"), registry.join("subdir")] {
         assert!(
-            events
-                .iter()
-                .any(|e| matches!(e, Event::Ignored { path: p, .. } if *p == path)),
+            events.iter().any(|e| matches!(e, Event::Ignored { path: p, .. } if *p == path)),
             "{} must be reported as ignored:{}",
             path.display(),
             lines(&events)
         );
     }
     let (events, _) = poll_once(&mut watcher).await;
-    assert!(
-        events.is_empty(),
-        "ignored files are reported once, not on every poll:{}",
-        lines(&events)
-    );
+    assert!(events.is_empty(), "ignored files are reported once, not on every poll:{}", lines(&events));
 }
 
 #[tokio::test]
@@ -385,10 +287,7 @@ async fn a_stale_registration_socket_left_by_a_crash_is_replaced() {
     let scene = Scene::new();
     std::fs::create_dir_all(scene.registry()).unwrap();
     drop(std::os::unix::net::UnixListener::bind(scene.registration_socket()).unwrap());
-    assert!(
-        scene.registration_socket().exists(),
-        "the stale socket file stays behind"
-    );
+    assert!(scene.registration_socket().exists(), "the stale socket file stays behind");
 
     let _driver = scene.start_driver().await;
     let mut registrar = RunningRegistrar::start(scene.config());
@@ -399,13 +298,7 @@ async fn a_stale_registration_socket_left_by_a_crash_is_replaced() {
         "the registrar must serve <driver>-reg.sock in place of the stale one"
     );
     let (events, attempt) = watch_until_attempt(&mut scene.watcher()).await;
-    attempt.unwrap_or_else(|f| {
-        panic!(
-            "the new socket must register: {}{}",
-            f.error,
-            lines(&events)
-        )
-    });
+    attempt.unwrap_or_else(|f| panic!("the new socket must register: {}{}", f.error, lines(&events)));
 }
 
 #[tokio::test]
@@ -415,33 +308,21 @@ async fn healthz_is_ok_while_the_socket_answers_and_503_once_it_is_gone() {
         http_endpoint: Some("127.0.0.1:0".into()),
         ..scene.config()
     });
-    let addr = registrar
-        .wait_for("/healthz must listen", |s| s.health_addr.is_some())
-        .await
-        .health_addr
-        .unwrap();
+    let addr =
+        registrar.wait_for("/healthz must listen", |s| s.health_addr.is_some()).await.health_addr.unwrap();
     let (code, body) = http_get(addr, "/healthz").await;
-    assert_eq!(
-        code, 503,
-        "no registration socket yet (driver down): {body}"
-    );
+    assert_eq!(code, 503, "no registration socket yet (driver down): {body}");
 
     let _driver = scene.start_driver().await;
     let socket = registrar.wait_until_serving().await;
     let (code, body) = http_get(addr, "/healthz").await;
-    assert_eq!(
-        code, 200,
-        "the socket is served and answers GetInfo: {body}"
-    );
+    assert_eq!(code, 200, "the socket is served and answers GetInfo: {body}");
     assert!(body.contains(DRIVER), "{body}");
 
     std::fs::remove_file(&socket).unwrap();
     let (code, body) = http_get(addr, "/healthz").await;
     assert_eq!(code, 503, "a removed socket is unhealthy: {body}");
-    assert!(
-        body.contains(&socket.display().to_string()),
-        "the reason must name the socket: {body}"
-    );
+    assert!(body.contains(&socket.display().to_string()), "the reason must name the socket: {body}");
     registrar.stop().await.expect("stops cleanly");
 }
 
@@ -456,25 +337,11 @@ async fn a_host_path_is_dialled_through_the_endpoint_prefix_map() {
     });
     registrar.wait_until_serving().await;
 
-    let map = format!("{host_dir}={}", scene.plugin_dir().display())
-        .parse()
-        .unwrap();
-    let options = Options {
-        call_timeout: Duration::from_secs(3),
-        prefix_maps: vec![map],
-    };
+    let map = format!("{host_dir}={}", scene.plugin_dir().display()).parse().unwrap();
+    let options = Options { call_timeout: Duration::from_secs(3), prefix_maps: vec![map] };
     let (events, attempt) = watch_until_attempt(&mut scene.watcher_with(options)).await;
-    let registration = attempt.unwrap_or_else(|f| {
-        panic!(
-            "the mapped path must be dialled: {}{}",
-            f.error,
-            lines(&events)
-        )
-    });
-    assert_eq!(
-        registration.endpoint,
-        format!("{host_dir}/csi.sock"),
-        "kubelet reports the host path"
-    );
+    let registration =
+        attempt.unwrap_or_else(|f| panic!("the mapped path must be dialled: {}{}", f.error, lines(&events)));
+    assert_eq!(registration.endpoint, format!("{host_dir}/csi.sock"), "kubelet reports the host path");
     assert_eq!(registration.dialed, scene.csi_socket());
 }

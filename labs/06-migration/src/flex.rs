@@ -90,7 +90,9 @@ pub enum FlexError {
     BadOption { key: &'static str, message: String },
     #[error("backend directory {0} does not exist")]
     NoBackend(PathBuf),
-    #[error("volume {0:?} does not exist in the backend (Flex volumes are pre-provisioned: flex-workshop create-volume)")]
+    #[error(
+        "volume {0:?} does not exist in the backend (Flex volumes are pre-provisioned: flex-workshop create-volume)"
+    )]
     UnknownVolume(String),
     #[error("volume {id:?} is a {actual} volume, but the options say type={wanted}")]
     KindMismatch { id: String, actual: &'static str, wanted: &'static str },
@@ -153,7 +155,10 @@ pub fn parse_options(json: &str) -> Result<FlexOptions, FlexError> {
         "ro" => true,
         "rw" => false,
         other => {
-            return Err(FlexError::BadOption { key: "kubernetes.io/readwrite", message: format!("{other:?} is neither ro nor rw") });
+            return Err(FlexError::BadOption {
+                key: "kubernetes.io/readwrite",
+                message: format!("{other:?} is neither ro nor rw"),
+            });
         }
     };
     Ok(FlexOptions {
@@ -190,7 +195,9 @@ impl Driver {
 
     /// From the environment, as kubelet starts us.
     pub fn from_env() -> Self {
-        Self::new(Path::new(&std::env::var("FLEX_WORKSHOP_STATE_DIR").unwrap_or_else(|_| DEFAULT_STATE_DIR.into())))
+        Self::new(Path::new(
+            &std::env::var("FLEX_WORKSHOP_STATE_DIR").unwrap_or_else(|_| DEFAULT_STATE_DIR.into()),
+        ))
     }
 
     /// Runs one call-out. Never panics on bad input: every problem becomes a
@@ -201,7 +208,11 @@ impl Driver {
         };
         let result = match (command.as_str(), &args[1..]) {
             ("init", []) => {
-                return Reply { status: Status::Success, message: String::new(), capabilities: Some(Capabilities { attach: false }) };
+                return Reply {
+                    status: Status::Success,
+                    message: String::new(),
+                    capabilities: Some(Capabilities { attach: false }),
+                };
             }
             ("mount", [dir, options]) => self.mount(Path::new(dir), options),
             ("mount", _) => Err(FlexError::Usage("mount <mount-dir> <json-options>".into())),
@@ -210,7 +221,9 @@ impl Driver {
             (other, _) => {
                 // getvolumename included: kubelet then names the volume
                 // after the PV, which is what we want.
-                return Reply::not_supported(format!("{other} is not supported by {DRIVER_NAME} (attach: false)"));
+                return Reply::not_supported(format!(
+                    "{other} is not supported by {DRIVER_NAME} (attach: false)"
+                ));
             }
         };
         match result {
@@ -239,20 +252,33 @@ impl Driver {
             return Err(FlexError::NoBackend(options.backend_dir));
         }
         let backend = Backend::open(&options.backend_dir)?;
-        let volume = backend.load(&options.volume_id)?.ok_or_else(|| FlexError::UnknownVolume(options.volume_id.clone()))?;
+        let volume = backend
+            .load(&options.volume_id)?
+            .ok_or_else(|| FlexError::UnknownVolume(options.volume_id.clone()))?;
         if volume.kind != options.kind {
-            return Err(FlexError::KindMismatch { id: volume.id, actual: volume.kind.as_str(), wanted: options.kind.as_str() });
+            return Err(FlexError::KindMismatch {
+                id: volume.id,
+                actual: volume.kind.as_str(),
+                wanted: options.kind.as_str(),
+            });
         }
         let source = backend.data_path(&volume);
         if mount::is_mount_point(dir).unwrap_or(false) {
             return match self.record(dir)? {
-                Some(r) if r.volume_id == volume.id && r.source == source => Ok(format!("{} already mounted at {}", volume.id, dir.display())),
+                Some(r) if r.volume_id == volume.id && r.source == source => {
+                    Ok(format!("{} already mounted at {}", volume.id, dir.display()))
+                }
                 _ => Err(FlexError::ForeignMount(dir.to_owned())),
             };
         }
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         // The record first: an interrupted mount can then still be undone.
-        let record = MountRecord { mount_dir: dir.to_owned(), volume_id: volume.id.clone(), kind: volume.kind, source: source.clone() };
+        let record = MountRecord {
+            mount_dir: dir.to_owned(),
+            volume_id: volume.id.clone(),
+            kind: volume.kind,
+            source: source.clone(),
+        };
         let records = self.state_dir.join("mounts");
         std::fs::create_dir_all(&records).map_err(io_err(&records))?;
         lab02_controller::state::write_json_atomic(&self.record_path(dir), &record)?;
@@ -280,7 +306,11 @@ impl Driver {
             }
             lab02_controller::state::remove_file_if_exists(&self.record_path(dir))?;
         }
-        Ok(if unmounted { format!("{} unmounted", dir.display()) } else { format!("{} was not mounted", dir.display()) })
+        Ok(if unmounted {
+            format!("{} unmounted", dir.display())
+        } else {
+            format!("{} was not mounted", dir.display())
+        })
     }
 }
 
@@ -317,7 +347,9 @@ pub fn parse_size(text: &str) -> Result<i64, String> {
         t => (t, 0),
     };
     let n: i64 = digits.parse().map_err(|_| format!("{text:?} is not a size like 64Mi"))?;
-    n.checked_shl(shift).filter(|v| *v > 0 && v >> shift == n).ok_or_else(|| format!("{text:?} is out of range"))
+    n.checked_shl(shift)
+        .filter(|v| *v > 0 && v >> shift == n)
+        .ok_or_else(|| format!("{text:?} is out of range"))
 }
 
 #[cfg(test)]
@@ -347,14 +379,20 @@ mod tests {
             let err = parse_options(json).unwrap_err().to_string();
             assert!(err.contains(wanted), "{json}: {err:?} should mention {wanted:?}");
         }
-        let o = parse_options(r#"{"volumeId":"v","type":"file","kubernetes.io/readwrite":"ro","backendDir":"/b"}"#).unwrap();
+        let o = parse_options(
+            r#"{"volumeId":"v","type":"file","kubernetes.io/readwrite":"ro","backendDir":"/b"}"#,
+        )
+        .unwrap();
         assert_eq!((o.kind, o.read_only, o.backend_dir), (VolumeKind::File, true, PathBuf::from("/b")));
     }
 
     #[test]
     fn replies_serialise_as_kubelet_reads_them() {
         let init = Driver::new(Path::new("/nonexistent")).call(&["init".into()]);
-        assert_eq!(serde_json::to_string(&init).unwrap(), r#"{"status":"Success","capabilities":{"attach":false}}"#);
+        assert_eq!(
+            serde_json::to_string(&init).unwrap(),
+            r#"{"status":"Success","capabilities":{"attach":false}}"#
+        );
         let ns = Reply::not_supported("x");
         assert_eq!(serde_json::to_string(&ns).unwrap(), r#"{"status":"Not supported","message":"x"}"#);
         assert_eq!((ns.exit_code(), Reply::failure("y").exit_code()), (0, 1));

@@ -14,8 +14,8 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail, ensure};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod};
-use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::plan::{self, Journal, PlanOptions, Step, Usage, Workload, WorkloadKind};
@@ -63,9 +63,14 @@ impl Default for Options {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Every PV migrated (or nothing to do).
-    Done { migrated: Vec<String> },
+    Done {
+        migrated: Vec<String>,
+    },
     /// `--stop-after-step` reached.
-    Stopped { pv: String, step: Step },
+    Stopped {
+        pv: String,
+        step: Step,
+    },
     DryRun,
 }
 
@@ -110,10 +115,16 @@ impl<'a> Migrator<'a> {
             .filter(plan::is_flex)
             .filter_map(|pv| pv.metadata.name)
             .collect();
-        if let Some(cm) = self.configmaps().get_opt(plan::JOURNAL_CONFIGMAP).await.context("reading the journal ConfigMap")? {
+        if let Some(cm) = self
+            .configmaps()
+            .get_opt(plan::JOURNAL_CONFIGMAP)
+            .await
+            .context("reading the journal ConfigMap")?
+        {
             for (key, value) in cm.data.unwrap_or_default() {
                 let Some(pv) = key.strip_suffix(".journal") else { continue };
-                let journal: Journal = serde_json::from_str(&value).with_context(|| format!("journal entry {key}"))?;
+                let journal: Journal =
+                    serde_json::from_str(&value).with_context(|| format!("journal entry {key}"))?;
                 if journal.completed != Some(Step::Done) && !names.iter().any(|n| n == pv) {
                     names.push(pv.to_owned());
                 }
@@ -146,7 +157,9 @@ impl<'a> Migrator<'a> {
 
     /// (original PV, journal) from the ConfigMap.
     async fn saved(&self, name: &str) -> anyhow::Result<(Option<PersistentVolume>, Option<Journal>)> {
-        let Some(cm) = self.configmaps().get_opt(plan::JOURNAL_CONFIGMAP).await? else { return Ok((None, None)) };
+        let Some(cm) = self.configmaps().get_opt(plan::JOURNAL_CONFIGMAP).await? else {
+            return Ok((None, None));
+        };
         let data = cm.data.unwrap_or_default();
         let pv = data.get(&format!("{name}.pv")).map(|t| serde_json::from_str(t)).transpose()?;
         let journal = data.get(&format!("{name}.journal")).map(|t| serde_json::from_str(t)).transpose()?;
@@ -157,8 +170,9 @@ impl<'a> Migrator<'a> {
     pub async fn usage(&self, pv: &PersistentVolume) -> anyhow::Result<Usage> {
         let Some((ns, claim)) = plan::claim_of(pv) else { return Ok(Usage::default()) };
         let uses_claim = |spec: Option<&k8s_openapi::api::core::v1::PodSpec>| {
-            spec.and_then(|s| s.volumes.as_ref())
-                .is_some_and(|vs| vs.iter().any(|v| v.persistent_volume_claim.as_ref().is_some_and(|c| c.claim_name == claim)))
+            spec.and_then(|s| s.volumes.as_ref()).is_some_and(|vs| {
+                vs.iter().any(|v| v.persistent_volume_claim.as_ref().is_some_and(|c| c.claim_name == claim))
+            })
         };
         let mut usage = Usage { claim: Some(format!("{ns}/{claim}")), ..Default::default() };
         let mut selectors: Vec<BTreeMap<String, String>> = vec![];
@@ -166,10 +180,16 @@ impl<'a> Migrator<'a> {
             let spec = d.spec.unwrap_or_default();
             if uses_claim(spec.template.spec.as_ref()) {
                 selectors.push(spec.selector.match_labels.unwrap_or_default());
-                usage.workloads.push(Workload { kind: WorkloadKind::Deployment, namespace: ns.clone(), name: d.metadata.name.unwrap_or_default(), replicas: spec.replicas.unwrap_or(1) });
+                usage.workloads.push(Workload {
+                    kind: WorkloadKind::Deployment,
+                    namespace: ns.clone(),
+                    name: d.metadata.name.unwrap_or_default(),
+                    replicas: spec.replicas.unwrap_or(1),
+                });
             }
         }
-        for s in Api::<StatefulSet>::namespaced(self.client.clone(), &ns).list(&ListParams::default()).await? {
+        for s in Api::<StatefulSet>::namespaced(self.client.clone(), &ns).list(&ListParams::default()).await?
+        {
             let sts = s.metadata.name.clone().unwrap_or_default();
             let spec = s.spec.unwrap_or_default();
             // A claim from a volumeClaimTemplate is named <template>-<sts>-<ordinal>.
@@ -178,18 +198,28 @@ impl<'a> Migrator<'a> {
             });
             if templated || uses_claim(spec.template.spec.as_ref()) {
                 selectors.push(spec.selector.match_labels.unwrap_or_default());
-                usage.workloads.push(Workload { kind: WorkloadKind::StatefulSet, namespace: ns.clone(), name: sts, replicas: spec.replicas.unwrap_or(1) });
+                usage.workloads.push(Workload {
+                    kind: WorkloadKind::StatefulSet,
+                    namespace: ns.clone(),
+                    name: sts,
+                    replicas: spec.replicas.unwrap_or(1),
+                });
             }
         }
         for p in Api::<Pod>::namespaced(self.client.clone(), &ns).list(&ListParams::default()).await? {
             let labels = p.metadata.labels.clone().unwrap_or_default();
             let phase = p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
-            if labels.get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1) || phase == "Succeeded" || phase == "Failed" {
+            if labels.get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1)
+                || phase == "Succeeded"
+                || phase == "Failed"
+            {
                 continue;
             }
             if uses_claim(p.spec.as_ref()) {
                 let name = format!("{ns}/{}", p.metadata.name.unwrap_or_default());
-                let owned = selectors.iter().any(|sel| !sel.is_empty() && sel.iter().all(|(k, v)| labels.get(k) == Some(v)));
+                let owned = selectors
+                    .iter()
+                    .any(|sel| !sel.is_empty() && sel.iter().all(|(k, v)| labels.get(k) == Some(v)));
                 if !owned {
                     usage.unmanaged_pods.push(name.clone());
                 }
@@ -220,10 +250,17 @@ impl<'a> Migrator<'a> {
             }
             if let Some(pv) = pv.as_ref().filter(|pv| plan::is_flex(pv)) {
                 let csi = plan::to_csi_pv(pv)?;
-                self.say(format!("  new spec.csi: {}", serde_json::to_string(&csi.spec.and_then(|s| s.csi))?));
+                self.say(format!(
+                    "  new spec.csi: {}",
+                    serde_json::to_string(&csi.spec.and_then(|s| s.csi))?
+                ));
             }
             if !usage.workloads.is_empty() {
-                let names: Vec<String> = usage.workloads.iter().map(|w| format!("{:?} {}/{} (replicas {})", w.kind, w.namespace, w.name, w.replicas)).collect();
+                let names: Vec<String> = usage
+                    .workloads
+                    .iter()
+                    .map(|w| format!("{:?} {}/{} (replicas {})", w.kind, w.namespace, w.name, w.replicas))
+                    .collect();
                 self.say(format!("  workload: {}", names.join(", ")));
             }
             return Ok(None);
@@ -235,19 +272,36 @@ impl<'a> Migrator<'a> {
         let next = plan::next_step(&journal);
         for step in Step::ALL.into_iter().filter(|s| *s >= next) {
             if steps.contains(&step) {
-                self.execute(name, step, &mut journal, &usage).await.with_context(|| format!("step {} {}", step.number(), step.name()))?;
+                self.execute(name, step, &mut journal, &usage)
+                    .await
+                    .with_context(|| format!("step {} {}", step.number(), step.name()))?;
             }
             // Skipped verifications are journaled too: the numbering stays stable.
             journal.completed = Some(step);
-            self.save_journal(name, &journal, None).await.with_context(|| format!("journaling step {}", step.name()))?;
+            self.save_journal(name, &journal, None)
+                .await
+                .with_context(|| format!("journaling step {}", step.name()))?;
             let what = match step {
-                Step::Done => format!("{name}: step {:>2}/{} migrated to {}", step.number(), Step::ALL.len(), plan::CSI_DRIVER),
-                s if !steps.contains(&s) => format!("{name}: step {:>2}/{} {} skipped (--no-verify)", s.number(), Step::ALL.len(), s.name()),
+                Step::Done => format!(
+                    "{name}: step {:>2}/{} migrated to {}",
+                    step.number(),
+                    Step::ALL.len(),
+                    plan::CSI_DRIVER
+                ),
+                s if !steps.contains(&s) => format!(
+                    "{name}: step {:>2}/{} {} skipped (--no-verify)",
+                    s.number(),
+                    Step::ALL.len(),
+                    s.name()
+                ),
                 s => format!("{name}: step {:>2}/{} {} done", s.number(), Step::ALL.len(), s.name()),
             };
             self.say(what);
             if self.options.stop_after_step == Some(step.number()) && step != Step::Done {
-                self.say(format!("{name}: stopping after step {} as asked (--stop-after-step); run again to resume", step.number()));
+                self.say(format!(
+                    "{name}: stopping after step {} as asked (--stop-after-step); run again to resume",
+                    step.number()
+                ));
                 return Ok(Some(step));
             }
         }
@@ -257,7 +311,12 @@ impl<'a> Migrator<'a> {
     /// Writes the journal where it must survive: on the PV while it exists,
     /// and from SaveOriginal on also in the ConfigMap. `spec` is merged into
     /// the same PV patch, so the change and its record land together.
-    async fn save_journal(&self, name: &str, journal: &Journal, spec: Option<serde_json::Value>) -> anyhow::Result<()> {
+    async fn save_journal(
+        &self,
+        name: &str,
+        journal: &Journal,
+        spec: Option<serde_json::Value>,
+    ) -> anyhow::Result<()> {
         let text = serde_json::to_string(journal)?;
         let step = journal.completed.map(Step::name).unwrap_or("none");
         if self.pvs().get_opt(name).await?.is_some() {
@@ -288,16 +347,26 @@ impl<'a> Migrator<'a> {
     }
 
     // ANCHOR: execute-step
-    async fn execute(&mut self, name: &str, step: Step, journal: &mut Journal, usage: &Usage) -> anyhow::Result<()> {
+    async fn execute(
+        &mut self,
+        name: &str,
+        step: Step,
+        journal: &mut Journal,
+        usage: &Usage,
+    ) -> anyhow::Result<()> {
         match step {
             Step::RecordWorkload => journal.workloads = usage.workloads.clone(),
             Step::RetainPolicy => {
                 let pv = self.pvs().get(name).await?;
-                let current = pv.spec.and_then(|s| s.persistent_volume_reclaim_policy).unwrap_or_else(|| "Delete".into());
+                let current = pv
+                    .spec
+                    .and_then(|s| s.persistent_volume_reclaim_policy)
+                    .unwrap_or_else(|| "Delete".into());
                 journal.reclaim_policy.get_or_insert(current);
                 journal.completed = Some(step);
                 // The policy and the journal that remembers the old one, in one patch.
-                self.save_journal(name, journal, Some(json!({"persistentVolumeReclaimPolicy": "Retain"}))).await?;
+                self.save_journal(name, journal, Some(json!({"persistentVolumeReclaimPolicy": "Retain"})))
+                    .await?;
             }
             Step::ScaleDown => {
                 for w in journal.workloads.clone() {
@@ -308,7 +377,10 @@ impl<'a> Migrator<'a> {
             Step::VerifyBefore => journal.checksum = self.checksum(name, "before").await?,
             Step::SaveOriginal => {
                 let pv = self.pvs().get(name).await?;
-                ensure!(plan::is_flex(&pv), "PV {name} is not the Flex PV any more; refusing to save it as the original");
+                ensure!(
+                    plan::is_flex(&pv),
+                    "PV {name} is not the Flex PV any more; refusing to save it as the original"
+                );
                 journal.completed = Some(step);
                 self.put_configmap(BTreeMap::from([
                     (format!("{name}.pv"), serde_json::to_string(&pv)?),
@@ -319,7 +391,8 @@ impl<'a> Migrator<'a> {
             Step::DeleteFlexPv => self.delete_pv(name, plan::is_flex).await?,
             Step::CreateCsiPv => {
                 let (original, _) = self.saved(name).await?;
-                let original = original.ok_or_else(|| anyhow!("the journal ConfigMap holds no copy of PV {name}"))?;
+                let original =
+                    original.ok_or_else(|| anyhow!("the journal ConfigMap holds no copy of PV {name}"))?;
                 let mut csi = plan::to_csi_pv(&original)?;
                 journal.completed = Some(step);
                 let annotations = csi.metadata.annotations.get_or_insert_with(Default::default);
@@ -337,9 +410,13 @@ impl<'a> Migrator<'a> {
             Step::VerifyAfter => {
                 let Some(after) = self.checksum(name, "after").await? else { return Ok(()) };
                 match &journal.checksum {
-                    Some(before) if *before != after => bail!("checksum after ({after}) differs from before ({before}): workload NOT restored; see --rollback"),
+                    Some(before) if *before != after => bail!(
+                        "checksum after ({after}) differs from before ({before}): workload NOT restored; see --rollback"
+                    ),
                     Some(_) => self.say(format!("{name}: checksum {after} identical before and after")),
-                    None => self.say(format!("{name}: checksum {after} (no checksum from before to compare)")),
+                    None => {
+                        self.say(format!("{name}: checksum {after} (no checksum from before to compare)"))
+                    }
                 }
             }
             Step::RestoreWorkload => {
@@ -350,7 +427,8 @@ impl<'a> Migrator<'a> {
             Step::RestorePolicy => {
                 let policy = journal.reclaim_policy.clone().unwrap_or_else(|| "Retain".into());
                 journal.completed = Some(step);
-                self.save_journal(name, journal, Some(json!({"persistentVolumeReclaimPolicy": policy}))).await?;
+                self.save_journal(name, journal, Some(json!({"persistentVolumeReclaimPolicy": policy})))
+                    .await?;
             }
             Step::Done => {}
         }
@@ -361,8 +439,16 @@ impl<'a> Migrator<'a> {
     async fn scale(&self, w: &Workload, replicas: i32) -> anyhow::Result<()> {
         let patch = Patch::Merge(json!({"spec": {"replicas": replicas}}));
         match w.kind {
-            WorkloadKind::Deployment => drop(Api::<Deployment>::namespaced(self.client.clone(), &w.namespace).patch(&w.name, &pp(), &patch).await?),
-            WorkloadKind::StatefulSet => drop(Api::<StatefulSet>::namespaced(self.client.clone(), &w.namespace).patch(&w.name, &pp(), &patch).await?),
+            WorkloadKind::Deployment => drop(
+                Api::<Deployment>::namespaced(self.client.clone(), &w.namespace)
+                    .patch(&w.name, &pp(), &patch)
+                    .await?,
+            ),
+            WorkloadKind::StatefulSet => drop(
+                Api::<StatefulSet>::namespaced(self.client.clone(), &w.namespace)
+                    .patch(&w.name, &pp(), &patch)
+                    .await?,
+            ),
         }
         Ok(())
     }
@@ -376,7 +462,12 @@ impl<'a> Migrator<'a> {
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
-                bail!("claim {} is still used by {} after {:?}", usage.claim.unwrap_or_default(), usage.pods.join(", "), self.options.timeout);
+                bail!(
+                    "claim {} is still used by {} after {:?}",
+                    usage.claim.unwrap_or_default(),
+                    usage.pods.join(", "),
+                    self.options.timeout
+                );
             }
             tokio::time::sleep(self.options.poll).await;
         }
@@ -388,8 +479,12 @@ impl<'a> Migrator<'a> {
     async fn delete_pv(&self, name: &str, is_expected: fn(&PersistentVolume) -> bool) -> anyhow::Result<()> {
         let Some(pv) = self.pvs().get_opt(name).await? else { return Ok(()) };
         ensure!(is_expected(&pv), "PV {name} is not the PV this step deletes; refusing");
-        let policy = pv.spec.as_ref().and_then(|s| s.persistent_volume_reclaim_policy.as_deref()).unwrap_or("Delete");
-        ensure!(policy == "Retain", "PV {name} has reclaim policy {policy}; refusing to delete it (the data would go)");
+        let policy =
+            pv.spec.as_ref().and_then(|s| s.persistent_volume_reclaim_policy.as_deref()).unwrap_or("Delete");
+        ensure!(
+            policy == "Retain",
+            "PV {name} has reclaim policy {policy}; refusing to delete it (the data would go)"
+        );
         if pv.metadata.deletion_timestamp.is_none() {
             self.pvs().delete(name, &DeleteParams::default()).await?;
         }
@@ -402,7 +497,11 @@ impl<'a> Migrator<'a> {
         }
         let deadline = tokio::time::Instant::now() + self.options.timeout;
         while self.pvs().get_opt(name).await?.is_some() {
-            ensure!(tokio::time::Instant::now() < deadline, "PV {name} is still there after {:?}", self.options.timeout);
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "PV {name} is still there after {:?}",
+                self.options.timeout
+            );
             tokio::time::sleep(self.options.poll).await;
         }
         Ok(())
@@ -421,7 +520,11 @@ impl<'a> Migrator<'a> {
         let deadline = tokio::time::Instant::now() + self.options.timeout;
         loop {
             let pvc = api.get_opt(&claim).await?;
-            let phase = pvc.as_ref().and_then(|c| c.status.as_ref()).and_then(|s| s.phase.clone()).unwrap_or_default();
+            let phase = pvc
+                .as_ref()
+                .and_then(|c| c.status.as_ref())
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_default();
             let same = pvc.as_ref().is_some_and(|c| c.metadata.uid == want_uid || want_uid.is_none());
             if same && phase != "Lost" {
                 return Ok(());
@@ -433,8 +536,15 @@ impl<'a> Migrator<'a> {
         }
     }
 
-    async fn recreate_claim(&self, api: &Api<PersistentVolumeClaim>, old: Option<PersistentVolumeClaim>, claim: &str, pv: &str) -> anyhow::Result<()> {
-        let old = old.ok_or_else(|| anyhow!("claim {claim} is gone; recreate it with spec.volumeName: {pv}"))?;
+    async fn recreate_claim(
+        &self,
+        api: &Api<PersistentVolumeClaim>,
+        old: Option<PersistentVolumeClaim>,
+        claim: &str,
+        pv: &str,
+    ) -> anyhow::Result<()> {
+        let old =
+            old.ok_or_else(|| anyhow!("claim {claim} is gone; recreate it with spec.volumeName: {pv}"))?;
         if old.metadata.uid.is_some() {
             api.delete(claim, &DeleteParams::default()).await?;
         }
@@ -445,7 +555,13 @@ impl<'a> Migrator<'a> {
         let created = api.create(&PostParams::default(), &fresh).await?;
         // Point the PV at the new claim's UID.
         self.pvs()
-            .patch(pv, &pp(), &Patch::Merge(json!({"spec": {"claimRef": {"uid": created.metadata.uid, "resourceVersion": null}}})))
+            .patch(
+                pv,
+                &pp(),
+                &Patch::Merge(
+                    json!({"spec": {"claimRef": {"uid": created.metadata.uid, "resourceVersion": null}}}),
+                ),
+            )
             .await?;
         Ok(())
     }
@@ -485,7 +601,9 @@ impl<'a> Migrator<'a> {
             match phase.as_str() {
                 "Succeeded" => break,
                 "Failed" => bail!("checksum pod {ns}/{pod_name} failed: kubectl -n {ns} logs {pod_name}"),
-                _ if tokio::time::Instant::now() > deadline => bail!("checksum pod {ns}/{pod_name} did not finish in {:?}", self.options.timeout),
+                _ if tokio::time::Instant::now() > deadline => {
+                    bail!("checksum pod {ns}/{pod_name} did not finish in {:?}", self.options.timeout)
+                }
                 _ => tokio::time::sleep(self.options.poll).await,
             }
         }
@@ -502,9 +620,11 @@ impl<'a> Migrator<'a> {
     /// CSI PV (Retain), create the original, restore workload and policy.
     pub async fn rollback(&mut self, name: &str) -> anyhow::Result<()> {
         let (original, saved_journal) = self.saved(name).await?;
-        let original = original.ok_or_else(|| anyhow!("the journal holds no original for PV {name}: nothing to roll back to"))?;
+        let original = original
+            .ok_or_else(|| anyhow!("the journal holds no original for PV {name}: nothing to roll back to"))?;
         let current = self.pvs().get_opt(name).await?;
-        let journal = Journal::furthest(current.as_ref().and_then(plan::journal_of), saved_journal).unwrap_or_else(|| Journal::new(name));
+        let journal = Journal::furthest(current.as_ref().and_then(plan::journal_of), saved_journal)
+            .unwrap_or_else(|| Journal::new(name));
         if self.options.dry_run {
             self.say(format!("{name}: rollback plan (dry run): scale down {} workload(s), delete the CSI PV, create the Flex PV again, restore", journal.workloads.len()));
             return Ok(());
@@ -514,8 +634,15 @@ impl<'a> Migrator<'a> {
         }
         self.wait_unused(name).await?;
         if let Some(pv) = current.filter(|pv| !plan::is_flex(pv)) {
-            if pv.spec.as_ref().and_then(|s| s.persistent_volume_reclaim_policy.as_deref()) != Some("Retain") {
-                self.pvs().patch(name, &pp(), &Patch::Merge(json!({"spec": {"persistentVolumeReclaimPolicy": "Retain"}}))).await?;
+            if pv.spec.as_ref().and_then(|s| s.persistent_volume_reclaim_policy.as_deref()) != Some("Retain")
+            {
+                self.pvs()
+                    .patch(
+                        name,
+                        &pp(),
+                        &Patch::Merge(json!({"spec": {"persistentVolumeReclaimPolicy": "Retain"}})),
+                    )
+                    .await?;
             }
             self.delete_pv(name, plan::is_csi).await?;
         }
@@ -541,10 +668,16 @@ impl<'a> Migrator<'a> {
             self.scale(w, w.replicas).await?;
         }
         if let Some(policy) = &journal.reclaim_policy {
-            self.pvs().patch(name, &pp(), &Patch::Merge(json!({"spec": {"persistentVolumeReclaimPolicy": policy}}))).await?;
+            self.pvs()
+                .patch(name, &pp(), &Patch::Merge(json!({"spec": {"persistentVolumeReclaimPolicy": policy}})))
+                .await?;
         }
         self.configmaps()
-            .patch(plan::JOURNAL_CONFIGMAP, &pp(), &Patch::Merge(json!({"data": {format!("{name}.pv"): null, format!("{name}.journal"): null}})))
+            .patch(
+                plan::JOURNAL_CONFIGMAP,
+                &pp(),
+                &Patch::Merge(json!({"data": {format!("{name}.pv"): null, format!("{name}.journal"): null}})),
+            )
             .await?;
         self.say(format!("{name}: rolled back to {}", crate::flex::DRIVER_NAME));
         Ok(())

@@ -200,7 +200,12 @@ pub fn next_step(journal: &Journal) -> Step {
 // ANCHOR: migration-plan
 /// What is left to do for one PV, or why not to start. `pv` is the PV as
 /// it is now (`None` between delete and create), `journal` what is done.
-pub fn plan(pv: Option<&PersistentVolume>, usage: &Usage, journal: &Journal, options: PlanOptions) -> Result<Vec<Step>, Refusal> {
+pub fn plan(
+    pv: Option<&PersistentVolume>,
+    usage: &Usage,
+    journal: &Journal,
+    options: PlanOptions,
+) -> Result<Vec<Step>, Refusal> {
     let next = next_step(journal);
     let started = journal.completed.is_some();
     match pv {
@@ -266,14 +271,17 @@ pub fn to_csi_pv(flex_pv: &PersistentVolume) -> Result<PersistentVolume, Refusal
     let csi = CSIPersistentVolumeSource {
         driver: CSI_DRIVER.to_owned(),
         volume_handle,
-        fs_type: (kind == "block").then(|| flex_source.fs_type.clone().filter(|f| !f.is_empty()).unwrap_or_else(|| "ext4".into())),
+        fs_type: (kind == "block")
+            .then(|| flex_source.fs_type.clone().filter(|f| !f.is_empty()).unwrap_or_else(|| "ext4".into())),
         read_only: flex_source.read_only,
         volume_attributes: Some(BTreeMap::from([("type".to_owned(), kind.to_owned())])),
         ..Default::default()
     };
     // ANCHOR_END: solution => let csi = { let _ = (options, &flex_source.fs_type); CSIPersistentVolumeSource::default() };
     let mut annotations = flex_pv.metadata.annotations.clone().unwrap_or_default();
-    annotations.retain(|k, _| !k.starts_with("csi-migrate.workshop.dev/") && k != "kubectl.kubernetes.io/last-applied-configuration");
+    annotations.retain(|k, _| {
+        !k.starts_with("csi-migrate.workshop.dev/") && k != "kubectl.kubernetes.io/last-applied-configuration"
+    });
     annotations.insert(MIGRATED_FROM_ANNOTATION.to_owned(), flex::DRIVER_NAME.to_owned());
     let claim_ref = spec.claim_ref.clone().map(|mut c| {
         // The UID stays: it is what binds the PV to exactly this claim.
@@ -381,7 +389,10 @@ mod tests {
         assert_eq!(source.volume_attributes.unwrap()["type"], "block");
         assert!(spec.flex_volume.is_none());
         let claim = spec.claim_ref.unwrap();
-        assert_eq!((claim.name.as_deref(), claim.uid.as_deref(), claim.resource_version), (Some("data"), Some("claim-uid"), None));
+        assert_eq!(
+            (claim.name.as_deref(), claim.uid.as_deref(), claim.resource_version),
+            (Some("data"), Some("claim-uid"), None)
+        );
         assert_eq!(spec.storage_class_name.as_deref(), Some("legacy-flex"));
         assert_eq!(spec.mount_options.unwrap(), vec!["noatime"]);
         assert_eq!(spec.capacity.unwrap()["storage"].0, "64Mi");
@@ -395,7 +406,8 @@ mod tests {
 
     #[test]
     fn file_volumes_carry_no_fs_type_and_block_is_the_default() {
-        let file = to_csi_pv(&flex_pv(&[("volumeId", "v"), ("type", "file")])).unwrap().spec.unwrap().csi.unwrap();
+        let file =
+            to_csi_pv(&flex_pv(&[("volumeId", "v"), ("type", "file")])).unwrap().spec.unwrap().csi.unwrap();
         assert_eq!(file.fs_type, None);
         let default = to_csi_pv(&flex_pv(&[("volumeId", "v")])).unwrap().spec.unwrap().csi.unwrap();
         assert_eq!(default.volume_attributes.unwrap()["type"], "block");
@@ -403,8 +415,14 @@ mod tests {
 
     #[test]
     fn pvs_that_cannot_be_mapped_are_refused() {
-        assert!(matches!(to_csi_pv(&flex_pv(&[("type", "block")])), Err(Refusal::MissingOption { option: "volumeId", .. })));
-        assert!(matches!(to_csi_pv(&flex_pv(&[("volumeId", "v"), ("type", "tape")])), Err(Refusal::BadType { .. })));
+        assert!(matches!(
+            to_csi_pv(&flex_pv(&[("type", "block")])),
+            Err(Refusal::MissingOption { option: "volumeId", .. })
+        ));
+        assert!(matches!(
+            to_csi_pv(&flex_pv(&[("volumeId", "v"), ("type", "tape")])),
+            Err(Refusal::BadType { .. })
+        ));
         let mut other = flex_pv(&[("volumeId", "v")]);
         other.spec.as_mut().unwrap().flex_volume.as_mut().unwrap().driver = "example.com/nfs".into();
         assert!(matches!(to_csi_pv(&other), Err(Refusal::NotFlex(_))));
@@ -424,21 +442,35 @@ mod tests {
         let pv = flex_pv(&[("volumeId", "v")]);
         let all = plan(Some(&pv), &Usage::default(), &journal(None), PlanOptions::default()).unwrap();
         assert_eq!(all.len(), 10);
-        let quick = plan(Some(&pv), &Usage::default(), &journal(None), PlanOptions { no_verify: true, drain: false }).unwrap();
+        let quick =
+            plan(Some(&pv), &Usage::default(), &journal(None), PlanOptions { no_verify: true, drain: false })
+                .unwrap();
         assert!(!quick.contains(&Step::VerifyBefore) && !quick.contains(&Step::VerifyAfter));
     }
 
     #[test]
     fn a_resumed_plan_starts_after_the_journal() {
         let pv = flex_pv(&[("volumeId", "v")]);
-        let rest = plan(Some(&pv), &Usage::default(), &journal(Some(Step::ScaleDown)), PlanOptions::default()).unwrap();
+        let rest =
+            plan(Some(&pv), &Usage::default(), &journal(Some(Step::ScaleDown)), PlanOptions::default())
+                .unwrap();
         assert_eq!(rest.first(), Some(&Step::VerifyBefore));
         // Between delete and create the PV is gone; the journal carries on.
-        let rest = plan(None, &Usage::default(), &journal(Some(Step::DeleteFlexPv)), PlanOptions::default()).unwrap();
+        let rest = plan(None, &Usage::default(), &journal(Some(Step::DeleteFlexPv)), PlanOptions::default())
+            .unwrap();
         assert_eq!(rest.first(), Some(&Step::CreateCsiPv));
-        assert!(plan(None, &Usage::default(), &journal(Some(Step::SaveOriginal)), PlanOptions::default()).is_ok());
-        assert_eq!(plan(None, &Usage::default(), &journal(Some(Step::RetainPolicy)), PlanOptions::default()), Err(Refusal::Missing("legacy-1".into())));
-        assert!(plan(Some(&pv), &Usage::default(), &journal(Some(Step::Done)), PlanOptions::default()).unwrap().is_empty());
+        assert!(
+            plan(None, &Usage::default(), &journal(Some(Step::SaveOriginal)), PlanOptions::default()).is_ok()
+        );
+        assert_eq!(
+            plan(None, &Usage::default(), &journal(Some(Step::RetainPolicy)), PlanOptions::default()),
+            Err(Refusal::Missing("legacy-1".into()))
+        );
+        assert!(
+            plan(Some(&pv), &Usage::default(), &journal(Some(Step::Done)), PlanOptions::default())
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -446,14 +478,27 @@ mod tests {
         let pv = flex_pv(&[("volumeId", "v")]);
         let usage = Usage {
             claim: Some("legacy/data".into()),
-            workloads: vec![Workload { kind: WorkloadKind::Deployment, namespace: "legacy".into(), name: "writer".into(), replicas: 1 }],
+            workloads: vec![Workload {
+                kind: WorkloadKind::Deployment,
+                namespace: "legacy".into(),
+                name: "writer".into(),
+                replicas: 1,
+            }],
             pods: vec!["legacy/writer-1".into()],
             unmanaged_pods: vec![],
         };
-        assert!(matches!(plan(Some(&pv), &usage, &journal(None), PlanOptions::default()), Err(Refusal::InUse { .. })));
-        assert!(plan(Some(&pv), &usage, &journal(None), PlanOptions { drain: true, no_verify: false }).is_ok());
+        assert!(matches!(
+            plan(Some(&pv), &usage, &journal(None), PlanOptions::default()),
+            Err(Refusal::InUse { .. })
+        ));
+        assert!(
+            plan(Some(&pv), &usage, &journal(None), PlanOptions { drain: true, no_verify: false }).is_ok()
+        );
         let bare = Usage { unmanaged_pods: usage.pods.clone(), ..usage };
-        assert!(matches!(plan(Some(&pv), &bare, &journal(None), PlanOptions { drain: true, no_verify: false }), Err(Refusal::UnmanagedPods { .. })));
+        assert!(matches!(
+            plan(Some(&pv), &bare, &journal(None), PlanOptions { drain: true, no_verify: false }),
+            Err(Refusal::UnmanagedPods { .. })
+        ));
     }
 
     #[test]

@@ -84,14 +84,24 @@ async fn a_flex_volume_is_staged_by_the_csi_driver_without_reformatting() {
     })
     .await
     .expect("NodePublish");
-    assert_eq!(std::fs::read_to_string(target.join("marker.txt")).unwrap(), "written under flex", "same data, not reformatted");
+    assert_eq!(
+        std::fs::read_to_string(target.join("marker.txt")).unwrap(),
+        "written under flex",
+        "same data, not reformatted"
+    );
 
-    node.node_unpublish_volume(NodeUnpublishVolumeRequest { volume_id: "vol-1".into(), target_path: target.display().to_string() })
-        .await
-        .unwrap();
-    node.node_unstage_volume(NodeUnstageVolumeRequest { volume_id: "vol-1".into(), staging_target_path: staging.display().to_string() })
-        .await
-        .unwrap();
+    node.node_unpublish_volume(NodeUnpublishVolumeRequest {
+        volume_id: "vol-1".into(),
+        target_path: target.display().to_string(),
+    })
+    .await
+    .unwrap();
+    node.node_unstage_volume(NodeUnstageVolumeRequest {
+        volume_id: "vol-1".into(),
+        staging_target_path: staging.display().to_string(),
+    })
+    .await
+    .unwrap();
     server.stop().await;
     assert_eq!((host.mounts(), host.loops()), (0, 0), "nothing left mounted or attached");
 }

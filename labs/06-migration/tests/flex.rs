@@ -50,15 +50,28 @@ fn bad_calls_are_failures_with_exit_code_1() {
         (vec!["mount".into(), t.into(), r#"{"volumeId": 7}"#.into()], "not a JSON object"),
         (vec!["mount".into(), t.into(), json!({"type": "block"}).to_string()], "volumeId"),
         (vec!["mount".into(), t.into(), host.options("nope", "block", &[])], "does not exist"),
-        (vec!["mount".into(), t.into(), host.options("v", "block", &[("backendDir", "/nonexistent/backend")])], "does not exist"),
+        (
+            vec![
+                "mount".into(),
+                t.into(),
+                host.options("v", "block", &[("backendDir", "/nonexistent/backend")]),
+            ],
+            "does not exist",
+        ),
         (vec!["mount".into(), t.into(), host.options("v", "tape", &[])], "type"),
-        (vec!["mount".into(), t.into(), host.options("v", "block", &[("kubernetes.io/readwrite", "rx")])], "neither ro nor rw"),
+        (
+            vec!["mount".into(), t.into(), host.options("v", "block", &[("kubernetes.io/readwrite", "rx")])],
+            "neither ro nor rw",
+        ),
     ];
     for (args, wanted) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (reply, code) = host.flex(&args);
         assert_eq!(status(&reply), "Failure", "{args:?}: {reply}");
-        assert!(reply["message"].as_str().unwrap().contains(wanted), "{args:?}: {reply} should mention {wanted:?}");
+        assert!(
+            reply["message"].as_str().unwrap().contains(wanted),
+            "{args:?}: {reply} should mention {wanted:?}"
+        );
         assert_eq!(code, 1);
     }
     assert!(!target.exists(), "a refused mount must not even create the mount dir");
@@ -126,7 +139,8 @@ fn a_read_only_mount_refuses_writes() {
     // Formatted once read-write, then mounted read-only.
     host.flex(&["mount", d, &host.options("vol-ro", "block", &[])]);
     host.flex(&["unmount", d]);
-    let (reply, _) = host.flex(&["mount", d, &host.options("vol-ro", "block", &[("kubernetes.io/readwrite", "ro")])]);
+    let (reply, _) =
+        host.flex(&["mount", d, &host.options("vol-ro", "block", &[("kubernetes.io/readwrite", "ro")])]);
     assert_eq!(status(&reply), "Success", "{reply}");
     assert!(std::fs::write(dir.join("x"), "x").is_err(), "a ro mount must refuse writes");
     host.flex(&["unmount", d]);
@@ -145,7 +159,8 @@ fn a_failed_mount_leaves_no_mount_and_no_loop_device() {
     host.flex(&["mount", d, &host.options("vol-x", "block", &[])]);
     host.flex(&["unmount", d]);
     // ext4 on the image, xfs asked: refused, never reformatted.
-    let (reply, code) = host.flex(&["mount", d, &host.options("vol-x", "block", &[("kubernetes.io/fsType", "xfs")])]);
+    let (reply, code) =
+        host.flex(&["mount", d, &host.options("vol-x", "block", &[("kubernetes.io/fsType", "xfs")])]);
     assert_eq!((status(&reply), code), ("Failure", 1), "{reply}");
     assert_eq!((host.mounts(), host.loops()), (0, 0), "a failed mount must undo its loop device");
     // The record is gone too: unmount has nothing to do.

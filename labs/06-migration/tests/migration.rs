@@ -11,7 +11,13 @@ use lab06_migration::migrate::{Migrator, Options, Outcome};
 use lab06_migration::plan::Step;
 
 fn options() -> Options {
-    Options { drain: true, no_verify: true, poll: Duration::from_millis(1), timeout: Duration::from_millis(300), ..Options::default() }
+    Options {
+        drain: true,
+        no_verify: true,
+        poll: Duration::from_millis(1),
+        timeout: Duration::from_millis(300),
+        ..Options::default()
+    }
 }
 
 async fn run(state: &Shared, options: Options) -> (anyhow::Result<Outcome>, String) {
@@ -32,7 +38,12 @@ fn assert_migrated(state: &Shared) {
     assert_eq!(pv["spec"]["claimRef"]["uid"], "claim-uid", "bound to the same claim");
     assert_eq!(pv["spec"]["persistentVolumeReclaimPolicy"], "Delete", "the policy is restored");
     assert_eq!(pv["spec"]["storageClassName"], "legacy-flex");
-    assert!(pv["metadata"]["annotations"]["csi-migrate.workshop.dev/journal"].as_str().unwrap().contains("\"done\""));
+    assert!(
+        pv["metadata"]["annotations"]["csi-migrate.workshop.dev/journal"]
+            .as_str()
+            .unwrap()
+            .contains("\"done\"")
+    );
     assert_eq!(s.get(DEPLOYMENT).unwrap()["spec"]["replicas"], 1, "the workload is back");
     assert_eq!(s.get(CLAIM).unwrap()["metadata"]["uid"], "claim-uid", "the claim was never replaced");
     let cm = s.get(JOURNAL).expect("the journal ConfigMap");
@@ -76,7 +87,11 @@ async fn a_run_stopped_after_any_step_resumes_to_the_same_end() {
     for n in 1..Step::ALL.len() {
         let state = fake::legacy_cluster();
         let (result, out) = run(&state, Options { stop_after_step: Some(n), ..options() }).await;
-        assert_eq!(result.unwrap(), Outcome::Stopped { pv: "legacy-1".into(), step: Step::ALL[n - 1] }, "{out}");
+        assert_eq!(
+            result.unwrap(),
+            Outcome::Stopped { pv: "legacy-1".into(), step: Step::ALL[n - 1] },
+            "{out}"
+        );
         // A dry run in between shows what is left and changes nothing.
         let writes = state.lock().unwrap().writes.len();
         let (result, out) = run(&state, Options { dry_run: true, ..options() }).await;
@@ -135,7 +150,12 @@ async fn the_data_is_checksummed_before_and_after() {
     assert!(out.contains(&format!("checksum {SUM} identical before and after")), "{out}");
     assert_migrated(&state);
     let s = state.lock().unwrap();
-    assert_eq!(s.writes.iter().filter(|w| w.starts_with("POST /api/v1/namespaces/legacy/pods")).count(), 2, "{:?}", s.writes);
+    assert_eq!(
+        s.writes.iter().filter(|w| w.starts_with("POST /api/v1/namespaces/legacy/pods")).count(),
+        2,
+        "{:?}",
+        s.writes
+    );
 }
 
 #[tokio::test]
@@ -145,5 +165,9 @@ async fn a_checksum_mismatch_stops_before_the_workload_comes_back() {
     let (result, out) = run(&state, Options { no_verify: false, ..options() }).await;
     let message = format!("{:#}", result.unwrap_err());
     assert!(message.contains("differs"), "{message}\n{out}");
-    assert_eq!(state.lock().unwrap().get(DEPLOYMENT).unwrap()["spec"]["replicas"], 0, "the workload stays down");
+    assert_eq!(
+        state.lock().unwrap().get(DEPLOYMENT).unwrap()["spec"]["replicas"],
+        0,
+        "the workload stays down"
+    );
 }

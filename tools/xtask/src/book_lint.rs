@@ -15,14 +15,8 @@ use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
 use regex::Regex;
 
 /// The level-2 sections every lab chapter has, in this order (prefixes).
-pub const LAB_SECTIONS: [&str; 6] = [
-    "Purpose",
-    "Concepts",
-    "Steps",
-    "Verification",
-    "What the check",
-    "Next",
-];
+pub const LAB_SECTIONS: [&str; 6] =
+    ["Purpose", "Concepts", "Steps", "Verification", "What the check", "Next"];
 /// What a lab chapter that is not written yet contains.
 pub const PLACEHOLDER: &str = "<!-- written with the lab code -->";
 
@@ -34,9 +28,8 @@ static ANCHOR_START: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"ANCHOR:\s*([\w_-]+)").expect("valid regex"));
 static ANCHOR_END: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"ANCHOR_END:\s*([\w_-]+)").expect("valid regex"));
-static HTML_URL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#"(?i)\b(?:src|href)\s*=\s*(?:"([^"]*)"|'([^']*)')"#).expect("valid regex")
-});
+static HTML_URL: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r#"(?i)\b(?:src|href)\s*=\s*(?:"([^"]*)"|'([^']*)')"#).expect("valid regex"));
 static SCHEME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[a-zA-Z][a-zA-Z0-9+.-]*:").expect("valid regex"));
 
@@ -78,10 +71,7 @@ pub fn anchor_text(content: &str, name: &str) -> Result<String, AnchorError> {
                 None if ANCHOR_START.is_match(line) => {}
                 None => retained.push(line),
             }
-        } else if ANCHOR_START
-            .captures(line)
-            .is_some_and(|cap| &cap[1] == name)
-        {
+        } else if ANCHOR_START.captures(line).is_some_and(|cap| &cap[1] == name) {
             start = Some(i + 1);
         }
     }
@@ -90,10 +80,7 @@ pub fn anchor_text(content: &str, name: &str) -> Result<String, AnchorError> {
 
 /// How many `ANCHOR: name` lines the file has (mdBook uses the first).
 fn anchor_starts(content: &str, name: &str) -> usize {
-    content
-        .lines()
-        .filter(|l| ANCHOR_START.captures(l).is_some_and(|c| &c[1] == name))
-        .count()
+    content.lines().filter(|l| ANCHOR_START.captures(l).is_some_and(|c| &c[1] == name)).count()
 }
 
 // ---------------------------------------------------------------- includes
@@ -143,12 +130,7 @@ pub fn directives(md: &str) -> Vec<Directive> {
                 "playground" | "playpen" => (first.to_owned(), IncludePart::Whole),
                 _ => return None,
             };
-            Some(Directive {
-                line: lines.line(cap.get(0)?.start()),
-                kind: kind.to_owned(),
-                path,
-                part,
-            })
+            Some(Directive { line: lines.line(cap.get(0)?.start()), kind: kind.to_owned(), path, part })
         })
         .collect()
 }
@@ -196,12 +178,8 @@ pub fn headings(md: &str) -> Vec<Heading> {
     for (event, range) in Parser::new_ext(md, markdown_options()).into_offset_iter() {
         match event {
             Event::Start(Tag::Heading { level, id, .. }) => {
-                current = Some((
-                    level as u8,
-                    id.map(|s| s.to_string()),
-                    lines.line(range.start),
-                    String::new(),
-                ));
+                current =
+                    Some((level as u8, id.map(|s| s.to_string()), lines.line(range.start), String::new()));
             }
             Event::Text(t) | Event::Code(t) => {
                 if let Some((_, _, _, text)) = current.as_mut() {
@@ -225,12 +203,7 @@ pub fn headings(md: &str) -> Vec<Heading> {
                             id
                         }
                     };
-                    out.push(Heading {
-                        level,
-                        text: text.trim().to_owned(),
-                        id,
-                        line,
-                    });
+                    out.push(Heading { level, text: text.trim().to_owned(), id, line });
                 }
             }
             _ => {}
@@ -253,24 +226,14 @@ pub fn links(md: &str) -> Vec<LinkRef> {
     let mut out = Vec::new();
     for (event, range) in Parser::new_ext(md, markdown_options()).into_offset_iter() {
         match event {
-            Event::Start(Tag::Link { dest_url, .. })
-            | Event::Start(Tag::Image { dest_url, .. }) => {
-                out.push(LinkRef {
-                    line: lines.line(range.start),
-                    target: dest_url.to_string(),
-                });
+            Event::Start(Tag::Link { dest_url, .. }) | Event::Start(Tag::Image { dest_url, .. }) => {
+                out.push(LinkRef { line: lines.line(range.start), target: dest_url.to_string() });
             }
             Event::Html(html) | Event::InlineHtml(html) => {
                 for cap in HTML_URL.captures_iter(&html) {
-                    let m = cap
-                        .get(1)
-                        .or_else(|| cap.get(2))
-                        .expect("one alternative matched");
+                    let m = cap.get(1).or_else(|| cap.get(2)).expect("one alternative matched");
                     let line = lines.line(range.start) + html[..m.start()].matches('\n').count();
-                    out.push(LinkRef {
-                        line,
-                        target: m.as_str().to_owned(),
-                    });
+                    out.push(LinkRef { line, target: m.as_str().to_owned() });
                 }
             }
             _ => {}
@@ -320,11 +283,7 @@ struct LineIndex(Vec<usize>);
 
 impl LineIndex {
     fn new(text: &str) -> Self {
-        Self(
-            std::iter::once(0)
-                .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-                .collect(),
-        )
+        Self(std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect())
     }
     /// The 1-based line of a byte offset.
     fn line(&self, offset: usize) -> usize {
@@ -336,14 +295,8 @@ impl LineIndex {
 
 /// A lab chapter, relative to `book/src`: `lab*.md` anywhere, or `labs/NN-*.md`.
 pub fn is_lab_chapter(rel: &Path) -> bool {
-    let name = rel
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let in_labs_dir = rel
-        .parent()
-        .and_then(Path::file_name)
-        .is_some_and(|d| d == "labs");
+    let name = rel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let in_labs_dir = rel.parent().and_then(Path::file_name).is_some_and(|d| d == "labs");
     name.starts_with("lab") || (in_labs_dir && name.starts_with(|c: char| c.is_ascii_digit()))
 }
 
@@ -372,12 +325,7 @@ impl Linter {
 
     fn report(&mut self, file: &Path, line: usize, severity: Severity, message: impl Into<String>) {
         let file = self.rel(file);
-        self.findings.push(Finding {
-            file,
-            line,
-            severity,
-            message: message.into(),
-        });
+        self.findings.push(Finding { file, line, severity, message: message.into() });
     }
 
     fn problem(&mut self, file: &Path, line: usize, message: impl Into<String>) {
@@ -458,11 +406,7 @@ impl Linter {
             if file.is_file() {
                 listed.insert(file);
             } else {
-                self.problem(
-                    summary,
-                    link.line,
-                    format!("SUMMARY.md lists `{path}`, which does not exist"),
-                );
+                self.problem(summary, link.line, format!("SUMMARY.md lists `{path}`, which does not exist"));
             }
         }
         listed
@@ -476,11 +420,7 @@ impl Linter {
             let file = lexical_normalize(&dir.join(&d.path));
             let what = format!("{{{{#{} {}}}}}", d.kind, d.path);
             if !file.is_file() {
-                self.problem(
-                    page,
-                    d.line,
-                    format!("{what}: {} does not exist", self.rel(&file).display()),
-                );
+                self.problem(page, d.line, format!("{what}: {} does not exist", self.rel(&file).display()));
                 continue;
             }
             if file.extension().is_some_and(|x| x == "md") {
@@ -573,10 +513,7 @@ impl Linter {
                 self.problem(
                     page,
                     link.line,
-                    format!(
-                        "link `{target}`: {} does not exist",
-                        self.rel(&file).display()
-                    ),
+                    format!("link `{target}`: {} does not exist", self.rel(&file).display()),
                 );
                 continue;
             }
@@ -596,14 +533,7 @@ impl Linter {
         }
     }
 
-    fn check_fragment(
-        &mut self,
-        page: &Path,
-        line: usize,
-        md: &Path,
-        fragment: &str,
-        target: &str,
-    ) {
+    fn check_fragment(&mut self, page: &Path, line: usize, md: &Path, fragment: &str, target: &str) {
         let fragment = percent_decode(fragment);
         let Some(hs) = self.headings_of(md) else {
             return;
@@ -634,13 +564,9 @@ impl Linter {
             }
             return;
         }
-        let h2: Vec<Heading> = headings(text)
-            .into_iter()
-            .filter(|h| h.level == 2)
-            .collect();
+        let h2: Vec<Heading> = headings(text).into_iter().filter(|h| h.level == 2).collect();
         let expected = LAB_SECTIONS.map(|s| format!("## {s}…")).join(", ");
-        let starts =
-            |h: &Heading, prefix: &str| h.text.to_lowercase().starts_with(&prefix.to_lowercase());
+        let starts = |h: &Heading, prefix: &str| h.text.to_lowercase().starts_with(&prefix.to_lowercase());
         let mut from = 0;
         let mut last_line = 1;
         for section in LAB_SECTIONS {
@@ -653,10 +579,7 @@ impl Linter {
                     let (line, msg) = match h2[..from].iter().find(|h| starts(h, section)) {
                         Some(h) => (
                             h.line,
-                            format!(
-                                "lab chapter: `## {}` is out of order; expected {expected}",
-                                h.text
-                            ),
+                            format!("lab chapter: `## {}` is out of order; expected {expected}", h.text),
                         ),
                         None => (
                             last_line,
@@ -749,22 +672,13 @@ x
     #[test]
     fn anchors_work_in_yaml_and_shell() {
         let yaml = "a: 1\n# ANCHOR: storage-class\nkind: StorageClass\n#ANCHOR_END:storage-class\n";
-        assert_eq!(
-            anchor_text(yaml, "storage-class").unwrap(),
-            "kind: StorageClass"
-        );
+        assert_eq!(anchor_text(yaml, "storage-class").unwrap(), "kind: StorageClass");
     }
 
     #[test]
     fn include_arguments_are_split_like_mdbook() {
-        assert_eq!(
-            parse_include_arg("a.rs"),
-            ("a.rs".into(), IncludePart::Whole)
-        );
-        assert_eq!(
-            parse_include_arg("a.rs:probe"),
-            ("a.rs".into(), IncludePart::Anchor("probe".into()))
-        );
+        assert_eq!(parse_include_arg("a.rs"), ("a.rs".into(), IncludePart::Whole));
+        assert_eq!(parse_include_arg("a.rs:probe"), ("a.rs".into(), IncludePart::Anchor("probe".into())));
         assert_eq!(
             parse_include_arg("a.rs:node_publish-1"),
             ("a.rs".into(), IncludePart::Anchor("node_publish-1".into()))
@@ -790,37 +704,20 @@ x
 
     #[test]
     fn heading_ids_follow_mdbook() {
-        assert_eq!(
-            normalize_id("What the check checks"),
-            "what-the-check-checks"
-        );
-        assert_eq!(
-            normalize_id("Step 3: `CreateVolume` & friends!"),
-            "step-3-createvolume--friends"
-        );
+        assert_eq!(normalize_id("What the check checks"), "what-the-check-checks");
+        assert_eq!(normalize_id("Step 3: `CreateVolume` & friends!"), "step-3-createvolume--friends");
         assert_eq!(normalize_id("snake_case and-dash"), "snake_case-and-dash");
-        assert_eq!(
-            normalize_id("What's \"new\" — Überblick_x-y"),
-            "whats-new--überblick_x-y"
-        );
+        assert_eq!(normalize_id("What's \"new\" — Überblick_x-y"), "whats-new--überblick_x-y");
     }
 
     #[test]
     fn headings_get_unique_ids_and_custom_ids() {
         let md = "# Lab 2: `CreateVolume`\n\n## Steps\n\ntext\n\n## Steps\n\n## Custom {#my-id}\n\n```text\n# not a heading\n```\n";
         let hs = headings(md);
-        let ids: Vec<_> = hs
-            .iter()
-            .map(|h| (h.level, h.id.as_str(), h.line))
-            .collect();
+        let ids: Vec<_> = hs.iter().map(|h| (h.level, h.id.as_str(), h.line)).collect();
         assert_eq!(
             ids,
-            vec![
-                (1, "lab-2-createvolume", 1),
-                (2, "steps", 3),
-                (2, "steps-1", 7),
-                (2, "my-id", 9)
-            ]
+            vec![(1, "lab-2-createvolume", 1), (2, "steps", 3), (2, "steps-1", 7), (2, "my-id", 9)]
         );
         assert_eq!(hs[0].text, "Lab 2: CreateVolume");
     }
@@ -842,12 +739,7 @@ x
 
     #[test]
     fn lab_chapters_are_recognised_by_name_or_folder() {
-        for yes in [
-            "lab01.md",
-            "lab-identity.md",
-            "labs/01-identity.md",
-            "part/lab3.md",
-        ] {
+        for yes in ["lab01.md", "lab-identity.md", "labs/01-identity.md", "part/lab3.md"] {
             assert!(is_lab_chapter(Path::new(yes)), "{yes}");
         }
         for no in ["intro.md", "labs/overview.md", "intro/01-chain.md"] {
@@ -859,18 +751,11 @@ x
     fn percent_decoding_and_normalizing_paths() {
         assert_eq!(percent_decode("a%20b.md"), "a b.md");
         assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(
-            lexical_normalize(Path::new("book/src/../../labs/./x.rs")),
-            PathBuf::from("labs/x.rs")
-        );
+        assert_eq!(lexical_normalize(Path::new("book/src/../../labs/./x.rs")), PathBuf::from("labs/x.rs"));
     }
 
     fn lint_book(files: &[(&str, &str)], strict: bool) -> Vec<String> {
-        let dir = std::env::temp_dir().join(format!(
-            "book-lint-test-{}-{}",
-            std::process::id(),
-            files.len()
-        ));
+        let dir = std::env::temp_dir().join(format!("book-lint-test-{}-{}", std::process::id(), files.len()));
         let _ = std::fs::remove_dir_all(&dir);
         for (path, text) in files {
             let p = dir.join(path);
@@ -882,11 +767,7 @@ x
         findings
             .into_iter()
             .map(|f| {
-                let tag = if f.severity == Severity::Warning {
-                    "warning: "
-                } else {
-                    ""
-                };
+                let tag = if f.severity == Severity::Warning { "warning: " } else { "" };
                 format!("{}:{}: {tag}{}", f.file.display(), f.line, f.message)
             })
             .collect()
@@ -905,14 +786,8 @@ x
                 ),
                 ("book/src/intro.md", "# Welcome\n\n![x](missing.png)\n"),
                 ("book/src/lab01.md", lab),
-                (
-                    "book/src/lab02.md",
-                    "# Lab 2\n\n<!-- written with the lab code -->\n",
-                ),
-                (
-                    "code/a.rs",
-                    "// ANCHOR: probe\nfn probe() {}\n// ANCHOR_END: probe\n",
-                ),
+                ("book/src/lab02.md", "# Lab 2\n\n<!-- written with the lab code -->\n"),
+                ("code/a.rs", "// ANCHOR: probe\nfn probe() {}\n// ANCHOR_END: probe\n"),
             ],
             false,
         );
@@ -927,20 +802,14 @@ x
             "book/src/lab02.md:0: warning: not listed in SUMMARY.md",
         ];
         for want in expected {
-            assert!(
-                found.iter().any(|f| f.starts_with(want)),
-                "missing {want:?} in {found:#?}"
-            );
+            assert!(found.iter().any(|f| f.starts_with(want)), "missing {want:?} in {found:#?}");
         }
         assert_eq!(found.len(), expected.len(), "{found:#?}");
 
         let strict = lint_book(
             &[
                 ("book/src/SUMMARY.md", "- [L](lab03.md)\n"),
-                (
-                    "book/src/lab03.md",
-                    "# L\n<!-- written with the lab code -->\n",
-                ),
+                ("book/src/lab03.md", "# L\n<!-- written with the lab code -->\n"),
             ],
             true,
         );

@@ -53,15 +53,10 @@ fn repo_root() -> PathBuf {
 fn run(cli: Cli) -> Result<ExitCode> {
     let root = repo_root();
     match cli.command {
-        Cmd::Starter {
-            lab, check: true, ..
-        } => starter::check(&root, lab.as_deref())?,
-        Cmd::Starter {
-            lab: Some(lab),
-            out: Some(out),
-            force,
-            check: false,
-        } => starter::generate(&root, &lab, &out, force)?,
+        Cmd::Starter { lab, check: true, .. } => starter::check(&root, lab.as_deref())?,
+        Cmd::Starter { lab: Some(lab), out: Some(out), force, check: false } => {
+            starter::generate(&root, &lab, &out, force)?
+        }
         Cmd::Starter { .. } => {
             bail!("usage: xtask starter <NN> --out <DIR> [--force]  |  xtask starter [NN] --check")
         }

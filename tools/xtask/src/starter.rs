@@ -74,7 +74,8 @@ fn marker(line: &str) -> Option<Marker<'_>> {
         } else if let Some(code) = rest.strip_prefix("=>") {
             let code = code.trim();
             if code.is_empty() {
-                Err("nothing after `=>`: give the starter's code, or drop `=>` to remove the region".to_owned())
+                Err("nothing after `=>`: give the starter's code, or drop `=>` to remove the region"
+                    .to_owned())
             } else {
                 Ok(Some(code))
             }
@@ -131,21 +132,16 @@ pub fn strip_solutions(src: &str, lab: u32) -> Result<Stripped, Vec<MarkerError>
                 if open.take().is_none() {
                     errors.push(MarkerError {
                         line: i + 1,
-                        message: "`ANCHOR_END: solution` without a matching `ANCHOR: solution`"
-                            .to_owned(),
+                        message: "`ANCHOR_END: solution` without a matching `ANCHOR: solution`".to_owned(),
                     });
                     continue;
                 }
                 regions += 1;
                 match end {
-                    Err(message) => errors.push(MarkerError {
-                        line: i + 1,
-                        message,
-                    }),
+                    Err(message) => errors.push(MarkerError { line: i + 1, message }),
                     Ok(None) => {}
                     Ok(Some(code)) => {
-                        let indent: String =
-                            line.chars().take_while(|c| c.is_whitespace()).collect();
+                        let indent: String = line.chars().take_while(|c| c.is_whitespace()).collect();
                         let newline = if line.ends_with("\r\n") {
                             "\r\n"
                         } else if line.ends_with('\n') {
@@ -162,10 +158,7 @@ pub fn strip_solutions(src: &str, lab: u32) -> Result<Stripped, Vec<MarkerError>
             None if open.is_some() => {
                 // Anchors are the same in starter and solution: none may hide in a region.
                 let trimmed = line.trim_end_matches(['\n', '\r']);
-                if let Some(cap) = ANCHOR_END
-                    .captures(trimmed)
-                    .or_else(|| ANCHOR_START.captures(trimmed))
-                {
+                if let Some(cap) = ANCHOR_END.captures(trimmed).or_else(|| ANCHOR_START.captures(trimmed)) {
                     errors.push(MarkerError {
                         line: i + 1,
                         message: format!(
@@ -185,11 +178,7 @@ pub fn strip_solutions(src: &str, lab: u32) -> Result<Stripped, Vec<MarkerError>
             message: "`ANCHOR: solution` is never closed by `ANCHOR_END: solution`".to_owned(),
         });
     }
-    if errors.is_empty() {
-        Ok(Stripped { text: out, regions })
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(Stripped { text: out, regions }) } else { Err(errors) }
 }
 
 /// Puts `#![allow(unused)]` right after the leading `//!` lines of a crate root.
@@ -230,9 +219,7 @@ impl Lab {
 pub fn all_labs(root: &Path) -> Result<Vec<Lab>> {
     let mut labs = Vec::new();
     let labs_dir = root.join("labs");
-    for entry in
-        std::fs::read_dir(&labs_dir).with_context(|| format!("reading {}", labs_dir.display()))?
-    {
+    for entry in std::fs::read_dir(&labs_dir).with_context(|| format!("reading {}", labs_dir.display()))? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some((num, _)) = name.split_once('-') else {
@@ -242,10 +229,7 @@ pub fn all_labs(root: &Path) -> Result<Vec<Lab>> {
             continue;
         };
         if num.len() == 2 && entry.path().join("src").is_dir() {
-            labs.push(Lab {
-                number,
-                dir: Path::new("labs").join(&name),
-            });
+            labs.push(Lab { number, dir: Path::new("labs").join(&name) });
         }
     }
     labs.sort_by_key(|l| l.number);
@@ -254,24 +238,13 @@ pub fn all_labs(root: &Path) -> Result<Vec<Lab>> {
 
 /// Parses `2`, `02`, `lab02` or `02-controller` and finds that lab.
 pub fn find_lab(root: &Path, arg: &str) -> Result<Lab> {
-    let digits: String = arg
-        .trim_start_matches("lab")
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    let number: u32 = digits
-        .parse()
-        .with_context(|| format!("`{arg}` is not a lab number such as 02"))?;
+    let digits: String = arg.trim_start_matches("lab").chars().take_while(char::is_ascii_digit).collect();
+    let number: u32 = digits.parse().with_context(|| format!("`{arg}` is not a lab number such as 02"))?;
     let labs = all_labs(root)?;
     let known: Vec<String> = labs.iter().map(|l| l.dir.display().to_string()).collect();
     labs.into_iter()
         .find(|l| l.number == number)
-        .with_context(|| {
-            format!(
-                "no lab {number:02} under labs/ (found: {})",
-                known.join(", ")
-            )
-        })
+        .with_context(|| format!("no lab {number:02} under labs/ (found: {})", known.join(", ")))
 }
 
 /// The result of stripping one lab's crate, without writing anything.
@@ -316,10 +289,8 @@ pub fn strip_lab(root: &Path, lab: &Lab) -> Result<LabStarter, Vec<String>> {
                 };
                 files.push((rel, text));
             }
-            Err(errs) => errors.extend(
-                errs.into_iter()
-                    .map(|e| format!("{}:{}: {}", rel.display(), e.line, e.message)),
-            ),
+            Err(errs) => errors
+                .extend(errs.into_iter().map(|e| format!("{}:{}: {}", rel.display(), e.line, e.message))),
         }
     }
     if errors.is_empty() && regions == 0 {
@@ -328,15 +299,7 @@ pub fn strip_lab(root: &Path, lab: &Lab) -> Result<LabStarter, Vec<String>> {
             lab.dir.display()
         ));
     }
-    if errors.is_empty() {
-        Ok(LabStarter {
-            files,
-            regions,
-            files_with_regions,
-        })
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(LabStarter { files, regions, files_with_regions }) } else { Err(errors) }
 }
 
 /// `starter --check`: checks the markers of `labs` (all of them when empty).
@@ -360,12 +323,7 @@ pub fn check(root: &Path, lab: Option<&str>) -> Result<()> {
                 for e in &errors {
                     println!("{e}");
                 }
-                println!(
-                    "{} ({}): FAILED, {} marker problems",
-                    lab.tag(),
-                    lab.dir.display(),
-                    errors.len()
-                );
+                println!("{} ({}): FAILED, {} marker problems", lab.tag(), lab.dir.display(), errors.len());
             }
         }
     }
@@ -379,21 +337,11 @@ pub fn check(root: &Path, lab: Option<&str>) -> Result<()> {
 fn workspace_files(root: &Path) -> Result<BTreeSet<PathBuf>> {
     let out = Command::new("git")
         .current_dir(root)
-        .args([
-            "ls-files",
-            "-z",
-            "--cached",
-            "--others",
-            "--exclude-standard",
-        ])
+        .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
         .output()
         .context("running git ls-files")?;
     if !out.status.success() {
-        bail!(
-            "git ls-files failed in {}: {}",
-            root.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("git ls-files failed in {}: {}", root.display(), String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(out
         .stdout
@@ -406,8 +354,7 @@ fn workspace_files(root: &Path) -> Result<BTreeSet<PathBuf>> {
 
 fn copy_entry(from: &Path, to: &Path) -> Result<()> {
     if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
     let meta = std::fs::symlink_metadata(from)?;
     if to.symlink_metadata().is_ok() {
@@ -416,8 +363,7 @@ fn copy_entry(from: &Path, to: &Path) -> Result<()> {
     if meta.file_type().is_symlink() {
         std::os::unix::fs::symlink(std::fs::read_link(from)?, to)?;
     } else {
-        std::fs::copy(from, to)
-            .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+        std::fs::copy(from, to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
     }
     Ok(())
 }
@@ -429,29 +375,19 @@ pub fn generate(root: &Path, lab_arg: &str, out: &Path, force: bool) -> Result<(
         for e in &errors {
             eprintln!("{e}");
         }
-        anyhow::anyhow!(
-            "{}: {} marker problems, no starter written",
-            lab.tag(),
-            errors.len()
-        )
+        anyhow::anyhow!("{}: {} marker problems, no starter written", lab.tag(), errors.len())
     })?;
 
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let out = out.canonicalize()?;
     let root = root.canonicalize()?;
     if root.starts_with(&out) {
-        bail!(
-            "{} contains the repository itself; choose another --out",
-            out.display()
-        );
+        bail!("{} contains the repository itself; choose another --out", out.display());
     }
     let mut entries = std::fs::read_dir(&out)?;
     if entries.next().is_some() {
         if !force {
-            bail!(
-                "{} is not empty (use --force to write over it)",
-                out.display()
-            );
+            bail!("{} is not empty (use --force to write over it)", out.display());
         }
         // Remove what an earlier run wrote, so files deleted since do not linger.
         if let Ok(list) = std::fs::read_to_string(out.join(MANIFEST)) {
@@ -508,11 +444,7 @@ mod tests {
     }
 
     fn error_lines(src: &str) -> Vec<(usize, String)> {
-        strip(src)
-            .expect_err("should fail")
-            .into_iter()
-            .map(|e| (e.line, e.message))
-            .collect()
+        strip(src).expect_err("should fail").into_iter().map(|e| (e.line, e.message)).collect()
     }
 
     #[test]
@@ -550,10 +482,7 @@ fn create() -> Result<(), Status> {
     #[test]
     fn replacement_is_indented_like_the_end_line() {
         let src = "    // TODO(lab02): hint\n  // ANCHOR: solution\n        x\n\t\t// ANCHOR_END: solution =>   todo!()  \n";
-        assert_eq!(
-            strip(src).unwrap().text,
-            "    // TODO(lab02): hint\n\t\ttodo!()\n"
-        );
+        assert_eq!(strip(src).unwrap().text, "    // TODO(lab02): hint\n\t\ttodo!()\n");
     }
 
     #[test]
@@ -580,22 +509,13 @@ fn f() {
         let src = "// TODO(lab02): a\r\n// ANCHOR: solution\r\nx\r\n// ANCHOR_END: solution => 1\r\nmid\n// TODO(lab02): b\n// ANCHOR: solution\ny\n// ANCHOR_END: solution => 2";
         let out = strip(src).unwrap();
         assert_eq!(out.regions, 2);
-        assert_eq!(
-            out.text,
-            "// TODO(lab02): a\r\n1\r\nmid\n// TODO(lab02): b\n2"
-        );
+        assert_eq!(out.text, "// TODO(lab02): a\r\n1\r\nmid\n// TODO(lab02): b\n2");
     }
 
     #[test]
     fn a_file_without_regions_is_unchanged() {
         let src = "fn main() {}\n// ANCHOR: other\n// ANCHOR_END: other\n";
-        assert_eq!(
-            strip(src).unwrap(),
-            Stripped {
-                text: src.to_owned(),
-                regions: 0
-            }
-        );
+        assert_eq!(strip(src).unwrap(), Stripped { text: src.to_owned(), regions: 0 });
     }
 
     #[test]
@@ -604,19 +524,14 @@ fn f() {
         src.push_str(&"// more hint\n".repeat(7));
         src.push_str("// ANCHOR: solution\nx\n// ANCHOR_END: solution\n");
         assert!(strip(&src).is_ok());
-        let far = src.replacen(
-            "// TODO(lab02): long hint\n",
-            "// TODO(lab02): long hint\n// one too many\n",
-            1,
-        );
+        let far =
+            src.replacen("// TODO(lab02): long hint\n", "// TODO(lab02): long hint\n// one too many\n", 1);
         assert_eq!(error_lines(&far)[0].0, 10);
     }
 
     #[test]
     fn region_without_todo_is_an_error() {
-        let errs = error_lines(
-            "fn f() {\n    // ANCHOR: solution\n    x\n    // ANCHOR_END: solution\n}\n",
-        );
+        let errs = error_lines("fn f() {\n    // ANCHOR: solution\n    x\n    // ANCHOR_END: solution\n}\n");
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].0, 2);
         assert!(errs[0].1.contains("TODO(lab02)"), "{}", errs[0].1);
@@ -624,8 +539,7 @@ fn f() {
 
     #[test]
     fn todo_of_another_lab_does_not_count() {
-        let errs =
-            error_lines("// TODO(lab01): hint\n// ANCHOR: solution\nx\n// ANCHOR_END: solution\n");
+        let errs = error_lines("// TODO(lab01): hint\n// ANCHOR: solution\nx\n// ANCHOR_END: solution\n");
         assert_eq!(errs[0].0, 2);
     }
 
@@ -642,10 +556,7 @@ fn f() {
         let errs = error_lines("x\n// ANCHOR_END: solution => y\n");
         assert_eq!(
             errs,
-            vec![(
-                2,
-                "`ANCHOR_END: solution` without a matching `ANCHOR: solution`".to_owned()
-            )]
+            vec![(2, "`ANCHOR_END: solution` without a matching `ANCHOR: solution`".to_owned())]
         );
     }
 
@@ -667,12 +578,10 @@ fn f() {
 
     #[test]
     fn text_after_end_marker_must_be_an_arrow() {
-        let errs = error_lines(
-            "// TODO(lab02): x\n// ANCHOR: solution\nx\n// ANCHOR_END: solution todo!()\n",
-        );
-        assert_eq!(errs[0].0, 4);
         let errs =
-            error_lines("// TODO(lab02): x\n// ANCHOR: solution\nx\n// ANCHOR_END: solution =>\n");
+            error_lines("// TODO(lab02): x\n// ANCHOR: solution\nx\n// ANCHOR_END: solution todo!()\n");
+        assert_eq!(errs[0].0, 4);
+        let errs = error_lines("// TODO(lab02): x\n// ANCHOR: solution\nx\n// ANCHOR_END: solution =>\n");
         assert!(errs[0].1.contains("nothing after"));
     }
 

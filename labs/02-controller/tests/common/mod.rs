@@ -14,7 +14,7 @@ use lab01_identity::server;
 use lab01_identity::testing::TestServer;
 use lab02_controller::backend::{Backend, NodeRecord};
 use lab02_controller::capability::capability;
-use lab02_controller::driver::{controller_service, identity_service, ControllerArgs};
+use lab02_controller::driver::{ControllerArgs, controller_service, identity_service};
 use tonic::transport::Channel;
 
 pub const MIB: i64 = 1 << 20;
@@ -94,7 +94,12 @@ pub fn create_request(name: &str, kind: &str, size: i64) -> CreateVolumeRequest 
     }
 }
 
-pub fn publish_request(volume: &str, node: &str, mode: Mode, readonly: bool) -> ControllerPublishVolumeRequest {
+pub fn publish_request(
+    volume: &str,
+    node: &str,
+    mode: Mode,
+    readonly: bool,
+) -> ControllerPublishVolumeRequest {
     ControllerPublishVolumeRequest {
         volume_id: volume.into(),
         node_id: node.into(),

@@ -91,11 +91,7 @@ impl loop_info64 {
 
     /// `lo_file_name` up to the first NUL.
     pub fn file_name(&self) -> &[u8] {
-        let end = self
-            .lo_file_name
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(LO_NAME_SIZE);
+        let end = self.lo_file_name.iter().position(|&b| b == 0).unwrap_or(LO_NAME_SIZE);
         &self.lo_file_name[..end]
     }
 }
@@ -245,10 +241,7 @@ mod tests {
     #[test]
     fn loop_ioctl_numbers_match_the_kernel_headers() {
         // _IOR(0x12, 114, u64) = dir(2)<<30 | size(8)<<16 | 0x12<<8 | 114
-        assert_eq!(
-            nix::request_code_read!(0x12, 114, std::mem::size_of::<u64>()) as u64,
-            0x8008_1272
-        );
+        assert_eq!(nix::request_code_read!(0x12, 114, std::mem::size_of::<u64>()) as u64, 0x8008_1272);
         assert_eq!(nix::request_code_none!(0x4C, 0x82), 0x4C82);
         assert_eq!(nix::request_code_none!(0x4C, 0x07), 0x4C07);
     }

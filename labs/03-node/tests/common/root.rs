@@ -24,10 +24,7 @@ static DEVICE_REUSE_LOCK: RwLock<()> = RwLock::new(());
 /// `SKIP <test>: <reason>` to stderr and returns `false`; the test must then
 /// return early.
 pub fn require_root() -> bool {
-    let test = std::thread::current()
-        .name()
-        .unwrap_or("<unnamed test>")
-        .to_string();
+    let test = std::thread::current().name().unwrap_or("<unnamed test>").to_string();
     let reason = if !nix::unistd::geteuid().is_root() {
         Some("needs root (loop devices and mounts)")
     } else if !Path::new("/dev/loop-control").exists() {
@@ -49,17 +46,13 @@ pub fn require_root() -> bool {
 
 /// Exclusive access to loop device numbers (see [`DEVICE_REUSE_LOCK`]).
 pub fn exclusive_devices() -> RwLockWriteGuard<'static, ()> {
-    DEVICE_REUSE_LOCK
-        .write()
-        .unwrap_or_else(PoisonError::into_inner)
+    DEVICE_REUSE_LOCK.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Shared access for attaches (see [`DEVICE_REUSE_LOCK`]); tests calling
 /// `loopdev::attach` directly must hold it.
 pub fn shared_devices() -> RwLockReadGuard<'static, ()> {
-    DEVICE_REUSE_LOCK
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
+    DEVICE_REUSE_LOCK.read().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Everything a test set up on the host, undone on drop (also on panic):
@@ -82,10 +75,7 @@ impl Cleanup {
 
     /// A fresh directory under the system temp dir, removed at the end.
     pub fn temp_dir(&mut self) -> PathBuf {
-        let dir = tempfile::Builder::new()
-            .prefix("lab03-test-")
-            .tempdir()
-            .expect("create temp dir");
+        let dir = tempfile::Builder::new().prefix("lab03-test-").tempdir().expect("create temp dir");
         let path = dir.path().to_path_buf();
         self.dirs.push(dir);
         path
@@ -94,9 +84,7 @@ impl Cleanup {
     /// A sparse image file of `size` bytes in a new temp dir.
     pub fn sparse_image(&mut self, size: u64) -> PathBuf {
         let path = self.temp_dir().join("volume.img");
-        File::create(&path)
-            .and_then(|f| f.set_len(size))
-            .expect("create sparse image");
+        File::create(&path).and_then(|f| f.set_len(size)).expect("create sparse image");
         path
     }
 
@@ -118,8 +106,8 @@ impl Cleanup {
     /// `loopdev::attach`, with the device registered for detaching.
     pub fn attach(&mut self, image: &Path, read_only: bool) -> PathBuf {
         let _shared = shared_devices();
-        let device = loopdev::attach(image, read_only)
-            .unwrap_or_else(|e| panic!("attach {}: {e}", image.display()));
+        let device =
+            loopdev::attach(image, read_only).unwrap_or_else(|e| panic!("attach {}: {e}", image.display()));
         let backing = image.canonicalize().expect("canonicalize image");
         self.loops.push((device.clone(), backing));
         device
@@ -139,10 +127,7 @@ impl Cleanup {
                     Ok(()) => continue,
                     Err(Errno::EINVAL | Errno::ENOENT) => break,
                     Err(e) => {
-                        eprintln!(
-                            "cleanup: umount {}: {e}; detaching lazily",
-                            target.display()
-                        );
+                        eprintln!("cleanup: umount {}: {e}; detaching lazily", target.display());
                         if let Err(e) = umount2(&target, MntFlags::MNT_DETACH) {
                             eprintln!("cleanup: lazy umount {}: {e}", target.display());
                             break;
@@ -155,10 +140,7 @@ impl Cleanup {
 
     fn detach_all(&mut self) {
         for (device, backing) in self.loops.drain(..).rev() {
-            let still_ours = loopdev::backing_file(&device)
-                .ok()
-                .flatten()
-                .is_some_and(|b| b == backing);
+            let still_ours = loopdev::backing_file(&device).ok().flatten().is_some_and(|b| b == backing);
             if !still_ours {
                 continue;
             }
@@ -167,10 +149,7 @@ impl Cleanup {
                 Err(loopdev::LoopError::Busy { .. }) => {
                     // Probably held by a lazily unmounted filesystem: let
                     // the kernel detach it when the last user goes away.
-                    eprintln!(
-                        "cleanup: {} busy, detaching on last close",
-                        device.display()
-                    );
+                    eprintln!("cleanup: {} busy, detaching on last close", device.display());
                     if let Ok(file) = File::open(&device) {
                         let _ = lab03_node::sys::loop_clr_fd(&file);
                     }

@@ -13,7 +13,7 @@ use lab01_identity::csi::*;
 use lab01_identity::testing::TestServer;
 use lab02_controller::capability::capability;
 use lab02_controller::driver::ControllerArgs;
-use lab03_node::driver::{router, Mode as ServeMode, NodeArgs};
+use lab03_node::driver::{Mode as ServeMode, NodeArgs, router};
 use tonic::transport::Channel;
 
 pub const MIB: i64 = 1 << 20;
@@ -24,7 +24,10 @@ pub const NODE: &str = "node-a";
 macro_rules! require_root {
     () => {
         if !nix::unistd::Uid::effective().is_root() || !std::path::Path::new("/dev/loop-control").exists() {
-            eprintln!("SKIP {}: needs root and /dev/loop-control (loop devices, mkfs and mounts)", module_path!());
+            eprintln!(
+                "SKIP {}: needs root and /dev/loop-control (loop devices, mkfs and mounts)",
+                module_path!()
+            );
             return;
         }
     };
@@ -58,7 +61,9 @@ pub fn cleanup_under(root: &Path) {
     if let Ok(entries) = std::fs::read_dir("/sys/block") {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file")) else { continue };
+            let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file")) else {
+                continue;
+            };
             if Path::new(backing.trim().trim_end_matches(" (deleted)")).starts_with(root) {
                 let _ = lab03_node::loopdev::detach(&Path::new("/dev").join(&name));
             }
@@ -149,7 +154,13 @@ impl Driver {
             .publish_context
     }
 
-    pub fn stage_request(&self, volume: &str, mode: Mode, block: bool, fs_type: &str) -> NodeStageVolumeRequest {
+    pub fn stage_request(
+        &self,
+        volume: &str,
+        mode: Mode,
+        block: bool,
+        fs_type: &str,
+    ) -> NodeStageVolumeRequest {
         NodeStageVolumeRequest {
             volume_id: volume.into(),
             staging_target_path: self.staging(volume).display().to_string(),
@@ -158,7 +169,14 @@ impl Driver {
         }
     }
 
-    pub fn publish_request(&self, volume: &str, target: &str, mode: Mode, block: bool, readonly: bool) -> NodePublishVolumeRequest {
+    pub fn publish_request(
+        &self,
+        volume: &str,
+        target: &str,
+        mode: Mode,
+        block: bool,
+        readonly: bool,
+    ) -> NodePublishVolumeRequest {
         NodePublishVolumeRequest {
             volume_id: volume.into(),
             staging_target_path: self.staging(volume).display().to_string(),

@@ -59,7 +59,5 @@ async fn main() -> anyhow::Result<()> {
         timeout: cli.timeout,
         ..Config::new(cli.csi_address, cli.kubelet_registration_path)
     };
-    run(config, shutdown_signal())
-        .await
-        .context("registering the CSI driver with kubelet")
+    run(config, shutdown_signal()).await.context("registering the CSI driver with kubelet")
 }

@@ -19,11 +19,7 @@ use lab04_registration::kubelet::{
 };
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "kubelet-sim",
-    version,
-    about = "Plays kubelet's plugin registration over real sockets"
-)]
+#[command(name = "kubelet-sim", version, about = "Plays kubelet's plugin registration over real sockets")]
 struct Cli {
     /// A `tracing` filter for the log on stderr (the steps go to stdout).
     #[arg(long, env = "RUST_LOG", default_value = "warn", global = true)]
@@ -74,28 +70,19 @@ async fn main() -> anyhow::Result<ExitCode> {
 }
 
 async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
-    let options = Options {
-        call_timeout: args.call_timeout,
-        prefix_maps: args.endpoint_prefix_map,
-    };
+    let options = Options { call_timeout: args.call_timeout, prefix_maps: args.endpoint_prefix_map };
     let mut watcher = PluginWatcher::new(&args.dir, options);
     let deadline = args.timeout.map(|t| tokio::time::Instant::now() + t);
     let stop = shutdown_signal();
     tokio::pin!(stop);
     let mut print = |event: Event| println!("{event}");
     loop {
-        let attempts = watcher
-            .poll(&mut print)
-            .await
-            .with_context(|| format!("watching {}", args.dir.display()))?;
+        let attempts =
+            watcher.poll(&mut print).await.with_context(|| format!("watching {}", args.dir.display()))?;
         if args.once
             && let Some(attempt) = attempts.first()
         {
-            return Ok(if attempt.is_ok() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            });
+            return Ok(if attempt.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) });
         }
         let expired = async {
             match deadline {

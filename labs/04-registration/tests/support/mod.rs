@@ -14,9 +14,7 @@ use lab02_controller::driver::ControllerArgs;
 use lab03_node::driver::{Mode, NodeArgs, router};
 use lab04_registration::Error;
 use lab04_registration::kubelet::{Attempt, Event, Options, PluginWatcher};
-use lab04_registration::pluginregistration::registration_server::{
-    Registration, RegistrationServer,
-};
+use lab04_registration::pluginregistration::registration_server::{Registration, RegistrationServer};
 use lab04_registration::pluginregistration::{
     InfoRequest, PluginInfo, RegistrationStatus, RegistrationStatusResponse,
 };
@@ -40,10 +38,7 @@ pub struct Scene {
 impl Scene {
     pub fn new() -> Self {
         // Short paths: a unix socket path must fit in 108 bytes.
-        let dir = tempfile::Builder::new()
-            .prefix("lab04-")
-            .tempdir_in("/tmp")
-            .unwrap();
+        let dir = tempfile::Builder::new().prefix("lab04-").tempdir_in("/tmp").unwrap();
         Self { dir }
     }
 
@@ -87,11 +82,7 @@ impl Scene {
             state_dir: self.path("state"),
             max_volumes_per_node: 0,
         };
-        TestServer::start(
-            router(&args).expect("the lab 03 driver starts"),
-            &self.plugin_dir(),
-        )
-        .await
+        TestServer::start(router(&args).expect("the lab 03 driver starts"), &self.plugin_dir()).await
     }
 
     /// The registrar's flags for this scene; kubelet's view of the driver
@@ -100,18 +91,12 @@ impl Scene {
         Config {
             plugin_registration_path: self.registry(),
             retry_interval: Duration::from_millis(100),
-            ..Config::new(
-                format!("unix://{}", self.csi_socket().display()),
-                self.csi_socket(),
-            )
+            ..Config::new(format!("unix://{}", self.csi_socket().display()), self.csi_socket())
         }
     }
 
     pub fn watcher(&self) -> PluginWatcher {
-        self.watcher_with(Options {
-            call_timeout: Duration::from_secs(3),
-            ..Options::default()
-        })
+        self.watcher_with(Options { call_timeout: Duration::from_secs(3), ..Options::default() })
     }
 
     pub fn watcher_with(&self, options: Options) -> PluginWatcher {
@@ -134,40 +119,30 @@ impl RunningRegistrar {
         let task = tokio::spawn(registrar.run(async {
             let _ = stopped.await;
         }));
-        Self {
-            status,
-            stop: Some(stop),
-            task,
-        }
+        Self { status, stop: Some(stop), task }
     }
 
     /// Waits until the registrar's status satisfies `ready`; panics with
     /// `what` (and the registrar's status or its exit) otherwise.
     pub async fn wait_for(&mut self, what: &str, ready: impl FnMut(&Status) -> bool) -> Status {
-        let waited = tokio::time::timeout(WAIT, async {
-            self.status.wait_for(ready).await.map(|s| s.clone())
-        })
-        .await;
+        let waited =
+            tokio::time::timeout(WAIT, async { self.status.wait_for(ready).await.map(|s| s.clone()) }).await;
         match waited {
             Ok(Ok(status)) => status,
             Ok(Err(_)) => {
                 let exit = tokio::time::timeout(WAIT, &mut self.task).await;
                 panic!("{what}, but the registrar stopped: {exit:?}")
             }
-            Err(_) => panic!(
-                "{what}; after {WAIT:?} the registrar's status is {:?}",
-                *self.status.borrow()
-            ),
+            Err(_) => panic!("{what}; after {WAIT:?} the registrar's status is {:?}", *self.status.borrow()),
         }
     }
 
     /// Waits until the registration socket is served, and returns its path.
     pub async fn wait_until_serving(&mut self) -> PathBuf {
         let status = self
-            .wait_for(
-                "the registrar must serve a registration socket once the driver answers",
-                |s| s.socket.is_some(),
-            )
+            .wait_for("the registrar must serve a registration socket once the driver answers", |s| {
+                s.socket.is_some()
+            })
             .await;
         status.socket.unwrap()
     }
@@ -207,10 +182,8 @@ pub async fn watch_until_attempt(watcher: &mut PluginWatcher) -> (Vec<Event>, At
     let mut events = Vec::new();
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let mut attempts = watcher
-            .poll(&mut |e| events.push(e))
-            .await
-            .expect("the registry directory can be read");
+        let mut attempts =
+            watcher.poll(&mut |e| events.push(e)).await.expect("the registry directory can be read");
         if !attempts.is_empty() {
             return (events, attempts.remove(0));
         }
@@ -228,10 +201,7 @@ pub async fn watch_until_attempt(watcher: &mut PluginWatcher) -> (Vec<Event>, At
 /// One poll; the events it produced.
 pub async fn poll_once(watcher: &mut PluginWatcher) -> (Vec<Event>, Vec<Attempt>) {
     let mut events = Vec::new();
-    let attempts = watcher
-        .poll(&mut |e| events.push(e))
-        .await
-        .expect("the registry directory can be read");
+    let attempts = watcher.poll(&mut |e| events.push(e)).await.expect("the registry directory can be read");
     (events, attempts)
 }
 
@@ -254,10 +224,7 @@ struct FakeRegistration {
 
 #[tonic::async_trait]
 impl Registration for FakeRegistration {
-    async fn get_info(
-        &self,
-        _: Request<InfoRequest>,
-    ) -> Result<Response<PluginInfo>, tonic::Status> {
+    async fn get_info(&self, _: Request<InfoRequest>) -> Result<Response<PluginInfo>, tonic::Status> {
         Ok(Response::new(self.info.clone()))
     }
 
@@ -276,17 +243,13 @@ impl FakePlugin {
         let (tx, verdicts) = mpsc::unbounded_channel();
         let (stop, stopped) = oneshot::channel::<()>();
         let service = RegistrationServer::new(FakeRegistration { info, verdicts: tx });
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
-                    let _ = stopped.await;
-                }),
-        );
-        Self {
-            verdicts,
-            stop: Some(stop),
-        }
+        tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(
+            UnixListenerStream::new(listener),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Self { verdicts, stop: Some(stop) }
     }
 
     /// The verdict kubelet sent, waiting for it if needed.
@@ -322,27 +285,19 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let call = async {
         let mut stream = tokio::net::TcpStream::connect(addr)
             .await
-            .unwrap_or_else(|e| {
-                panic!("connect to /healthz on {addr}: {e} (has the registrar stopped?)")
-            });
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+            .unwrap_or_else(|e| panic!("connect to /healthz on {addr}: {e} (has the registrar stopped?)"));
+        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).await.unwrap();
         response
     };
-    let response = tokio::time::timeout(WAIT, call)
-        .await
-        .expect("/healthz must answer");
+    let response = tokio::time::timeout(WAIT, call).await.expect("/healthz must answer");
     let code = response
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (code, body)
 }

@@ -45,7 +45,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
@@ -70,7 +72,9 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     match migrator.run().await? {
-        Outcome::Done { migrated } => println!("migration complete: {} PV(s) on {}", migrated.len(), lab06_migration::plan::CSI_DRIVER),
+        Outcome::Done { migrated } => {
+            println!("migration complete: {} PV(s) on {}", migrated.len(), lab06_migration::plan::CSI_DRIVER)
+        }
         Outcome::DryRun => println!("dry run: nothing was changed"),
         Outcome::Stopped { pv, step } => {
             println!("stopped after step {} ({}) of PV {pv}", step.number(), step.name());

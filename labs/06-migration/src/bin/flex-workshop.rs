@@ -56,7 +56,9 @@ fn create_volume(args: CreateVolume) -> anyhow::Result<String> {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("create-volume") {
-        let parsed = CreateVolume::parse_from(std::iter::once("flex-workshop create-volume".to_owned()).chain(args[1..].iter().cloned()));
+        let parsed = CreateVolume::parse_from(
+            std::iter::once("flex-workshop create-volume".to_owned()).chain(args[1..].iter().cloned()),
+        );
         match create_volume(parsed) {
             Ok(message) => println!("{message}"),
             Err(e) => {
@@ -68,7 +70,10 @@ fn main() {
     }
     // kubelet reads stdout as JSON: logs go to stderr only, and only when asked.
     if let Ok(filter) = std::env::var("RUST_LOG") {
-        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).with_writer(std::io::stderr).init();
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
     }
     let reply = Driver::from_env().call(&args);
     println!("{}", serde_json::to_string(&reply).expect("a reply always serialises"));

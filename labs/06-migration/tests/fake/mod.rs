@@ -13,7 +13,8 @@ use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
 use serde_json::{Value, json};
 
-const COLLECTIONS: &[&str] = &["persistentvolumes", "persistentvolumeclaims", "pods", "deployments", "statefulsets", "configmaps"];
+const COLLECTIONS: &[&str] =
+    &["persistentvolumes", "persistentvolumeclaims", "pods", "deployments", "statefulsets", "configmaps"];
 
 #[derive(Default)]
 pub struct State {
@@ -64,12 +65,15 @@ pub fn legacy_cluster() -> Shared {
                  "resources": {"requests": {"storage": "64Mi"}}},
         "status": {"phase": "Bound"}
     }));
-    s.objects.insert(DEPLOYMENT.into(), json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "writer", "namespace": "legacy", "uid": "dep-uid"},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "writer"}},
-                 "template": {"metadata": {"labels": {"app": "writer"}}, "spec": pod_spec()}}
-    }));
+    s.objects.insert(
+        DEPLOYMENT.into(),
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "writer", "namespace": "legacy", "uid": "dep-uid"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "writer"}},
+                     "template": {"metadata": {"labels": {"app": "writer"}}, "spec": pod_spec()}}
+        }),
+    );
     s.objects.insert(WRITER_POD.into(), writer_pod());
     Arc::new(Mutex::new(s))
 }
@@ -106,7 +110,10 @@ pub fn client(state: Shared) -> kube::Client {
 }
 
 fn status(code: StatusCode, reason: &str, message: String) -> (StatusCode, Value) {
-    (code, json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": reason, "message": message, "code": code.as_u16()}))
+    (
+        code,
+        json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": reason, "message": message, "code": code.as_u16()}),
+    )
 }
 
 /// RFC 7386 JSON merge patch.
@@ -140,11 +147,16 @@ impl State {
         if *method != Method::GET {
             self.writes.push(format!("{method} {path}"));
             if self.fail_write == Some(self.writes.len()) {
-                return status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "injected failure (the run is interrupted here)".into());
+                return status(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalError",
+                    "injected failure (the run is interrupted here)".into(),
+                );
             }
         }
         if last == "log" {
-            let n = self.writes.iter().filter(|w| w.starts_with("POST") && w.contains("/pods")).count().max(1);
+            let n =
+                self.writes.iter().filter(|w| w.starts_with("POST") && w.contains("/pods")).count().max(1);
             let sum = self.checksums.get(n - 1).or(self.checksums.last()).cloned().unwrap_or_default();
             return (StatusCode::OK, Value::String(format!("{sum}\n")));
         }
@@ -158,7 +170,10 @@ impl State {
                         .filter(|(k, _)| k.strip_prefix(&prefix).is_some_and(|rest| !rest.contains('/')))
                         .map(|(_, v)| v.clone())
                         .collect();
-                    (StatusCode::OK, json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items}))
+                    (
+                        StatusCode::OK,
+                        json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items}),
+                    )
                 }
                 Method::POST => self.create(path, body.unwrap_or_default()),
                 _ => status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("{method} {path}")),
@@ -175,7 +190,8 @@ impl State {
                 merge(&mut object, &body.unwrap_or_default());
                 self.bump(&mut object);
                 self.after_patch(path, &object);
-                let finalizers_left = object["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+                let finalizers_left =
+                    object["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
                 if object["metadata"]["deletionTimestamp"].is_string() && !finalizers_left {
                     self.objects.remove(path);
                 } else {
@@ -184,8 +200,13 @@ impl State {
                 (StatusCode::OK, object)
             }
             Method::DELETE => {
-                if path.contains("/persistentvolumes/") && current["spec"]["persistentVolumeReclaimPolicy"] != "Retain" {
-                    self.violations.push(format!("deleted {path} with reclaim policy {}", current["spec"]["persistentVolumeReclaimPolicy"]));
+                if path.contains("/persistentvolumes/")
+                    && current["spec"]["persistentVolumeReclaimPolicy"] != "Retain"
+                {
+                    self.violations.push(format!(
+                        "deleted {path} with reclaim policy {}",
+                        current["spec"]["persistentVolumeReclaimPolicy"]
+                    ));
                 }
                 if current["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty()) {
                     let mut object = current;
@@ -221,7 +242,9 @@ impl State {
             object["metadata"]["finalizers"] = json!(["kubernetes.io/pv-protection"]);
             object["status"] = json!({"phase": "Bound"});
         }
-        if collection.ends_with("/pods") && object["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "csi-migrate" {
+        if collection.ends_with("/pods")
+            && object["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "csi-migrate"
+        {
             object["status"] = json!({"phase": "Succeeded"});
         }
         self.objects.insert(path, object.clone());

@@ -49,8 +49,12 @@ impl Host {
             .output()
             .expect("run flex-workshop");
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let reply: Value = serde_json::from_str(stdout.trim())
-            .unwrap_or_else(|e| panic!("stdout must be one JSON object ({e}): {stdout:?}, stderr {:?}", String::from_utf8_lossy(&out.stderr)));
+        let reply: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+            panic!(
+                "stdout must be one JSON object ({e}): {stdout:?}, stderr {:?}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
         (reply, out.status.code().expect("exit code, not a signal (a panic would abort)"))
     }
 
@@ -80,7 +84,11 @@ impl Host {
     }
 
     pub fn mounts(&self) -> usize {
-        lab03_node::mount::read_mountinfo().unwrap().iter().filter(|m| m.mount_point.starts_with(self.dir.path())).count()
+        lab03_node::mount::read_mountinfo()
+            .unwrap()
+            .iter()
+            .filter(|m| m.mount_point.starts_with(self.dir.path()))
+            .count()
     }
 
     pub fn loops(&self) -> usize {

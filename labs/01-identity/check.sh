@@ -14,6 +14,10 @@
 # The hints name sections of the book chapter book/src/labs/01-identity.md.
 # shellcheck source=labs/check-lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../check-lib.sh"
+# shellcheck source=labs/cluster-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../cluster-lib.sh"
+# shellcheck source=labs/04-registration/cluster-checks.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../04-registration/cluster-checks.sh"
 check_init "$@"
 
 PKG=lab01-identity
@@ -95,22 +99,7 @@ fi
 
 # ------------------------------------------------------------------ cluster
 if stage cluster "the driver in a Kubernetes cluster"; then
-  if [[ -f $REPO_ROOT/labs/cluster-lib.sh && -f $REPO_ROOT/labs/04-registration/cluster-checks.sh ]]; then
-    # shellcheck source=labs/cluster-lib.sh
-    source "$REPO_ROOT/labs/cluster-lib.sh"
-    # shellcheck source=labs/04-registration/cluster-checks.sh
-    source "$REPO_ROOT/labs/04-registration/cluster-checks.sh"
-  fi
-  if ! declare -F cluster_checks_lab01 >/dev/null; then
-    skip "cluster stage" "the cluster stage arrives with lab 04 (labs/cluster-lib.sh and labs/04-registration/cluster-checks.sh)"
-  elif declare -F cluster_stage_run >/dev/null; then
-    cluster_stage_run cluster_checks_lab01
-  elif cluster_available; then
-    cluster_up && cluster_checks_lab01
-  else
-    # shellcheck disable=SC2119 # its reason defaults to CLUSTER_REASON
-    cluster_stage_unavailable
-  fi
+  cluster_stage_run cluster_checks_lab01
 fi
 
 finish

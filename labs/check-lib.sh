@@ -23,6 +23,7 @@
 #   check_output DESC HINT REGEX CMD...     PASS when CMD exits 0 and stdout matches REGEX
 #   check_fails_with DESC HINT CODE CMD...  PASS when CMD exits non-zero printing code=CODE
 #   skip DESC REASON                        SKIP, counted apart, never as passed
+#   rcheck / rcheck_output / rcheck_fails_with  the same, SKIP unless root (ROOT_REASON)
 #   note TEXT                               an indented line of information
 #   last_output                             stdout of the last check* command
 #   ws_cargo ARGS...  /  bin NAME           cargo in $WS  /  path of a built binary
@@ -104,6 +105,27 @@ _stop_tree() {
   return 0
 }
 
+# ------------------------------------------------------------------ root-only steps
+
+# Why steps that need root (loop devices, mkfs, mounts) cannot run here;
+# empty when they can. check_init sets it; a lab may set it too, e.g. when
+# its build failed and the binaries are not this code's.
+_root_reason() {
+  if ((EUID != 0)); then
+    echo 'needs root (loop devices, mkfs and mounts)'
+  elif [[ ! -e /dev/loop-control ]]; then
+    echo 'needs /dev/loop-control (no loop device support; try modprobe loop)'
+  elif ! PATH=$PATH:/usr/sbin:/sbin command -v mkfs.ext4 >/dev/null; then
+    echo 'needs mkfs.ext4 (install e2fsprogs)'
+  fi
+}
+
+# rcheck, rcheck_output, rcheck_fails_with: check, check_output and
+# check_fails_with for steps that need root; SKIP with ROOT_REASON otherwise.
+rcheck() { if [[ -z $ROOT_REASON ]]; then check "$@"; else skip "$1" "$ROOT_REASON"; fi; }
+rcheck_output() { if [[ -z $ROOT_REASON ]]; then check_output "$@"; else skip "$1" "$ROOT_REASON"; fi; }
+rcheck_fails_with() { if [[ -z $ROOT_REASON ]]; then check_fails_with "$@"; else skip "$1" "$ROOT_REASON"; fi; }
+
 # ------------------------------------------------------------------ init
 
 CHECK_STAGES_ALL=${CHECK_STAGES_ALL:-build,tests,local,cluster}
@@ -166,6 +188,7 @@ check_init() {
   KIND_CLUSTER=${KIND_CLUSTER:-csi-workshop}
   export WS LAB_NAME LAB_NUM LAB_TAG LAB_DIR CHECK_DIR REPO_ROOT STAGES CLUSTER_MODE KEEP TARGET_DIR BIN_DIR KIND_CLUSTER
 
+  ROOT_REASON=$(_root_reason)
   LOG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/check-$LAB_NAME.XXXXXX") || _die "cannot create a temp dir"
   export LOG_DIR
 

@@ -29,22 +29,8 @@ check_init "$@"
 PKG=lab03-node
 CH="chapter Lab 03"
 
-# Why the root-only steps cannot run here (empty: they can). The local stage
-# also sets it when the build failed or the driver does not start.
-CANNOT_RUN=''
-if ((EUID != 0)); then
-  CANNOT_RUN='needs root (loop devices, mkfs and mounts)'
-elif [[ ! -e /dev/loop-control ]]; then
-  CANNOT_RUN='needs /dev/loop-control (no loop device support; try modprobe loop)'
-elif ! PATH=$PATH:/usr/sbin:/sbin command -v mkfs.ext4 >/dev/null; then
-  CANNOT_RUN='needs mkfs.ext4 (install e2fsprogs)'
-fi
-
-# rcheck, rcheck_output, rcheck_fails_with: check, check_output and
-# check_fails_with for steps that need root; SKIP with the reason otherwise.
-rcheck() { if [[ -z $CANNOT_RUN ]]; then check "$@"; else skip "$1" "$CANNOT_RUN"; fi; }
-rcheck_output() { if [[ -z $CANNOT_RUN ]]; then check_output "$@"; else skip "$1" "$CANNOT_RUN"; fi; }
-rcheck_fails_with() { if [[ -z $CANNOT_RUN ]]; then check_fails_with "$@"; else skip "$1" "$CANNOT_RUN"; fi; }
+# ROOT_REASON (check-lib.sh) says why root-only steps cannot run; the local
+# stage also sets it when the build failed or the driver does not start.
 
 # ------------------------------------------------------------------ build
 BUILD_FAILED=0
@@ -118,12 +104,12 @@ if stage local "csi-lab03 on a unix socket: loop devices, mkfs, mounts"; then
   POD2=$W/pods/pod-2/data
   RUNNING=0
 
-  if [[ -n $CANNOT_RUN ]]; then
-    note "$CANNOT_RUN: every step of this stage is skipped"
+  if [[ -n $ROOT_REASON ]]; then
+    note "$ROOT_REASON: every step of this stage is skipped"
   elif ((BUILD_FAILED)); then
-    CANNOT_RUN="the build failed: the binaries in $BIN_DIR are not this code's"
+    ROOT_REASON="the build failed: the binaries in $BIN_DIR are not this code's"
   elif [[ ! -x $(bin csi-lab03) || ! -x $(bin csictl) ]]; then
-    CANNOT_RUN="$(bin csi-lab03) or $(bin csictl) is missing: run the build stage first"
+    ROOT_REASON="$(bin csi-lab03) or $(bin csictl) is missing: run the build stage first"
   else
     on_exit "cleanup_host '$W'"
     start_driver
@@ -132,7 +118,7 @@ if stage local "csi-lab03 on a unix socket: loop devices, mkfs, mounts"; then
       wait_for_socket "$SOCK" 20 driver; then
       RUNNING=1
     else
-      CANNOT_RUN='the driver is not running'
+      ROOT_REASON='the driver is not running'
     fi
   fi
 

@@ -32,16 +32,6 @@ check_init "$@"
 PKG=lab06-migration
 CH="chapter Lab 06"
 
-NO_ROOT=''
-if ((EUID != 0)); then
-  NO_ROOT='needs root (loop devices, mkfs and mounts)'
-elif [[ ! -e /dev/loop-control ]]; then
-  NO_ROOT='needs /dev/loop-control (no loop device support; try modprobe loop)'
-elif ! PATH=$PATH:/usr/sbin:/sbin command -v mkfs.ext4 >/dev/null; then
-  NO_ROOT='needs mkfs.ext4 (install e2fsprogs)'
-fi
-rcheck() { if [[ -z $NO_ROOT ]]; then check "$@"; else skip "$1" "$NO_ROOT"; fi; }
-rcheck_output() { if [[ -z $NO_ROOT ]]; then check_output "$@"; else skip "$1" "$NO_ROOT"; fi; }
 
 # ------------------------------------------------------------------ build
 if stage build "compile the lab"; then
@@ -58,8 +48,8 @@ if stage tests "the lab's tests"; then
   check "migration tests: tests/migration.rs (a faked API server)" \
     "each test names a promise: no writes on --dry-run, resume after any step, refuse a claim in use ($CH, Steps 4-5)" \
     ws_cargo test -p "$PKG" --test migration --no-fail-fast
-  if [[ -n $NO_ROOT ]]; then
-    note "tests/flex.rs: its mount tests print SKIP ($NO_ROOT); the protocol tests run"
+  if [[ -n $ROOT_REASON ]]; then
+    note "tests/flex.rs: its mount tests print SKIP ($ROOT_REASON); the protocol tests run"
   fi
   check "call-out protocol tests: tests/flex.rs" \
     "flex-workshop replies with one JSON object; mount uses loopdev, fs::ensure_formatted and mount from lab 03 ($CH, Steps 1-2)" \
@@ -111,7 +101,7 @@ if stage local "flex-workshop called as kubelet calls it"; then
   if [[ ! -x $(bin flex-workshop) ]]; then
     check "flex-workshop is built" "run the build stage first" test -x "$(bin flex-workshop)"
   else
-    [[ -n $NO_ROOT ]] || on_exit "cleanup_host '$W'"
+    [[ -n $ROOT_REASON ]] || on_exit "cleanup_host '$W'"
     check_output "flex init: Success, attach false" \
       "init must print {\"status\":\"Success\",\"capabilities\":{\"attach\":false}} ($CH, Step 1)" \
       '^\{"status":"Success","capabilities":\{"attach":false\}\}$' flex init

@@ -12,5 +12,6 @@ pub mod node;
 pub mod paths;
 pub mod state;
 pub mod sys;
+pub mod testing;
 
 pub use error::{Error, Result};

@@ -19,15 +19,14 @@ use tonic::transport::Channel;
 pub const MIB: i64 = 1 << 20;
 pub const NODE: &str = "node-a";
 
+pub use lab03_node::testing::cleanup_under;
+
 /// Skips a test that needs root, saying so: it must not pass silently.
 #[macro_export]
 macro_rules! require_root {
     () => {
-        if !nix::unistd::Uid::effective().is_root() || !std::path::Path::new("/dev/loop-control").exists() {
-            eprintln!(
-                "SKIP {}: needs root and /dev/loop-control (loop devices, mkfs and mounts)",
-                module_path!()
-            );
+        if let Some(reason) = lab03_node::testing::root_skip_reason() {
+            eprintln!("SKIP {}: {reason}", module_path!());
             return;
         }
     };
@@ -42,32 +41,6 @@ pub struct HostCleanup {
 impl Drop for HostCleanup {
     fn drop(&mut self) {
         cleanup_under(self.dir.path());
-    }
-}
-
-/// Lazily unmounts everything mounted under `root` (deepest first) and
-/// detaches loop devices whose image lives under `root`.
-pub fn cleanup_under(root: &Path) {
-    let mut points: Vec<PathBuf> = lab03_node::mount::read_mountinfo()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|m| m.mount_point)
-        .filter(|p| p.starts_with(root))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    for point in points {
-        let _ = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH);
-    }
-    if let Ok(entries) = std::fs::read_dir("/sys/block") {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file")) else {
-                continue;
-            };
-            if Path::new(backing.trim().trim_end_matches(" (deleted)")).starts_with(root) {
-                let _ = lab03_node::loopdev::detach(&Path::new("/dev").join(&name));
-            }
-        }
     }
 }
 

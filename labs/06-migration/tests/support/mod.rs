@@ -3,7 +3,7 @@
 //! when the test panicked.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
@@ -11,14 +11,8 @@ use serde_json::Value;
 /// `true` if this test can use loop devices, mkfs and mounts; otherwise
 /// prints `SKIP <test>: <reason>` and the test returns.
 pub fn require_root() -> bool {
+    let Some(reason) = lab03_node::testing::root_skip_reason() else { return true };
     let test = std::thread::current().name().unwrap_or("<test>").to_owned();
-    let reason = if !nix::unistd::geteuid().is_root() {
-        "needs root (loop devices, mkfs and mounts)"
-    } else if !Path::new("/dev/loop-control").exists() {
-        "needs /dev/loop-control (no loop device support)"
-    } else {
-        return true;
-    };
     eprintln!("SKIP {test}: {reason}");
     false
 }
@@ -84,11 +78,7 @@ impl Host {
     }
 
     pub fn mounts(&self) -> usize {
-        lab03_node::mount::read_mountinfo()
-            .unwrap()
-            .iter()
-            .filter(|m| m.mount_point.starts_with(self.dir.path()))
-            .count()
+        lab03_node::testing::mounts_under(self.dir.path()).len()
     }
 
     pub fn loops(&self) -> usize {
@@ -98,31 +88,8 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
-        let root = self.dir.path();
-        let mut points: Vec<PathBuf> = lab03_node::mount::read_mountinfo()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|m| m.mount_point)
-            .filter(|p| p.starts_with(root))
-            .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-        for point in points {
-            let _ = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH);
-        }
-        for device in loop_devices_under(root) {
-            let _ = lab03_node::loopdev::detach(&device);
-        }
+        lab03_node::testing::cleanup_under(self.dir.path());
     }
 }
 
-/// Loop devices whose backing file lives under `root`.
-pub fn loop_devices_under(root: &Path) -> Vec<PathBuf> {
-    let mut found = vec![];
-    for entry in std::fs::read_dir("/sys/block").into_iter().flatten().flatten() {
-        let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file")) else { continue };
-        if Path::new(backing.trim().trim_end_matches(" (deleted)")).starts_with(root) {
-            found.push(Path::new("/dev").join(entry.file_name()));
-        }
-    }
-    found
-}
+pub use lab03_node::testing::loop_devices_under;

@@ -34,6 +34,10 @@ pub enum Error {
     NotExpandedYet { have: i64, want: i64 },
     #[error("volume {0:?} is attached read-only and has no filesystem yet; it cannot be formatted")]
     ReadOnlyBlank(String),
+    #[error(
+        "volume {0:?} is attached read-write: a read-only raw block publish needs a read-only attachment (ControllerPublishVolume with readonly, or a reader-only access mode)"
+    )]
+    ReadOnlyRawBlock(String),
     #[error(transparent)]
     Loop(#[from] LoopError),
     #[error(transparent)]
@@ -73,6 +77,7 @@ impl From<Error> for Status {
             | Error::NotStaged { .. }
             | Error::StillPublished { .. }
             | Error::ReadOnlyBlank(_)
+            | Error::ReadOnlyRawBlock(_)
             | Error::Fs(FsError::Mismatch { .. }) => Status::failed_precondition(message),
             Error::NotExpandedYet { .. } => Status::out_of_range(message),
             Error::Loop(_) | Error::Mount(_) | Error::Fs(_) | Error::Io { .. } => {

@@ -264,6 +264,12 @@ impl NodeService {
             raw_block: cap.block,
             access_mode: cap.mode.as_str_name().to_owned(),
         };
+        // A read-only bind of a device node still lets writes through to the
+        // device; only a read-only loop device really refuses them. So a
+        // read-only raw block publish needs a read-only attachment.
+        if cap.block && wanted.readonly && !staged.readonly {
+            return Err(Error::ReadOnlyRawBlock(volume_id.to_owned()));
+        }
         if let Some(existing) = volume.published.get(target) {
             if *existing != wanted {
                 return Err(Error::PublishedDifferently {

@@ -136,6 +136,12 @@ async fn raw_block_access_binds_the_device_onto_a_file() {
     let meta = std::fs::metadata(d.target("dev")).unwrap();
     assert!(meta.file_type().is_block_device(), "the target must be the block device");
     std::fs::write(d.target("dev"), b"raw bytes").expect("the pod can write to the device");
+    let readonly = d.publish_request("raw", "dev-ro", SNW, true, true);
+    assert_eq!(
+        code(d.node.node_publish_volume(readonly).await),
+        Code::FailedPrecondition,
+        "a read-only bind cannot protect a read-write device: refuse instead of handing out a writable one"
+    );
     d.unpublish("raw", "dev").await.unwrap();
     assert!(!d.target("dev").exists());
     d.unstage("raw").await.unwrap();

@@ -166,6 +166,13 @@ impl<'a> Migrator<'a> {
         Ok((pv, journal))
     }
 
+    /// The claim of PV `name` as it was before the migration, from the ConfigMap.
+    async fn saved_claim(&self, name: &str) -> anyhow::Result<Option<PersistentVolumeClaim>> {
+        let Some(cm) = self.configmaps().get_opt(plan::JOURNAL_CONFIGMAP).await? else { return Ok(None) };
+        let data = cm.data.unwrap_or_default();
+        Ok(data.get(&format!("{name}.claim")).map(|t| serde_json::from_str(t)).transpose()?)
+    }
+
     /// Who uses the claim of `pv`.
     pub async fn usage(&self, pv: &PersistentVolume) -> anyhow::Result<Usage> {
         let Some((ns, claim)) = plan::claim_of(pv) else { return Ok(Usage::default()) };
@@ -382,11 +389,19 @@ impl<'a> Migrator<'a> {
                     "PV {name} is not the Flex PV any more; refusing to save it as the original"
                 );
                 journal.completed = Some(step);
-                self.put_configmap(BTreeMap::from([
+                let mut data = BTreeMap::from([
                     (format!("{name}.pv"), serde_json::to_string(&pv)?),
                     (format!("{name}.journal"), serde_json::to_string(journal)?),
-                ]))
-                .await?;
+                ]);
+                // The claim too: if it vanishes while the PV is away, it can be rebuilt.
+                if let Some((ns, claim)) = plan::claim_of(&pv)
+                    && let Some(pvc) = Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), &ns)
+                        .get_opt(&claim)
+                        .await?
+                {
+                    data.insert(format!("{name}.claim"), serde_json::to_string(&pvc)?);
+                }
+                self.put_configmap(data).await?;
             }
             Step::DeleteFlexPv => self.delete_pv(name, plan::is_flex).await?,
             Step::CreateCsiPv => {
@@ -394,10 +409,14 @@ impl<'a> Migrator<'a> {
                 let original =
                     original.ok_or_else(|| anyhow!("the journal ConfigMap holds no copy of PV {name}"))?;
                 let mut csi = plan::to_csi_pv(&original)?;
-                journal.completed = Some(step);
+                // The new PV carries the journal as it stands: this step
+                // counts as done only once the claim is bound again too.
                 let annotations = csi.metadata.annotations.get_or_insert_with(Default::default);
                 annotations.insert(plan::JOURNAL_ANNOTATION.into(), serde_json::to_string(journal)?);
-                annotations.insert(plan::STEP_ANNOTATION.into(), step.name().into());
+                annotations.insert(
+                    plan::STEP_ANNOTATION.into(),
+                    journal.completed.map(Step::name).unwrap_or("none").into(),
+                );
                 match self.pvs().get_opt(name).await? {
                     Some(existing) if plan::is_csi(&existing) => {}
                     Some(_) => bail!("PV {name} exists and is not a {} PV", plan::CSI_DRIVER),
@@ -508,34 +527,55 @@ impl<'a> Migrator<'a> {
     }
     // ANCHOR_END: delete-pv
 
+    // ANCHOR: claim-rebind
     /// The claim keeps `spec.volumeName`, so the PV controller binds it to
     /// the new PV (same name, same claimRef UID) by itself, even after it
-    /// marked the claim Lost while the PV was missing. Only if the claim is
-    /// gone or was replaced is it recreated, bound by volumeName.
-    async fn ensure_claim_bound(&self, original: &PersistentVolume) -> anyhow::Result<()> {
+    /// marked the claim Lost while the PV was missing: its periodic resync
+    /// finds the PV back and binds again. Only a claim that is gone, or that
+    /// stays Lost until the timeout, is recreated, bound by volumeName. A
+    /// different claim under the same name is never touched.
+    async fn ensure_claim_bound(&mut self, original: &PersistentVolume) -> anyhow::Result<()> {
         let Some((ns, claim)) = plan::claim_of(original) else { return Ok(()) };
         let pv_name = original.metadata.name.clone().unwrap_or_default();
         let want_uid = original.spec.as_ref().and_then(|s| s.claim_ref.as_ref()).and_then(|c| c.uid.clone());
         let api = Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), &ns);
         let deadline = tokio::time::Instant::now() + self.options.timeout;
         loop {
-            let pvc = api.get_opt(&claim).await?;
-            let phase = pvc
-                .as_ref()
-                .and_then(|c| c.status.as_ref())
-                .and_then(|s| s.phase.clone())
-                .unwrap_or_default();
-            let same = pvc.as_ref().is_some_and(|c| c.metadata.uid == want_uid || want_uid.is_none());
-            if same && phase != "Lost" {
+            let Some(pvc) = api.get_opt(&claim).await? else {
+                return self.recreate_claim(&api, None, &claim, &pv_name).await;
+            };
+            let phase = pvc.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+            let bound_to_us = pvc.spec.as_ref().and_then(|s| s.volume_name.as_deref()) == Some(&pv_name);
+            if want_uid.is_some() && pvc.metadata.uid != want_uid {
+                // Ours only if a recreate of ours was interrupted before the
+                // PV pointed at it: then finish that.
+                ensure!(
+                    bound_to_us && pvc.metadata.deletion_timestamp.is_none(),
+                    "claim {ns}/{claim} is not the claim PV {pv_name} was bound to (another UID, \
+                     volumeName {:?}); refusing to touch it. Move it away and run again",
+                    pvc.spec.as_ref().and_then(|s| s.volume_name.clone()).unwrap_or_default()
+                );
+                return self.point_pv_at(&pv_name, pvc.metadata.uid.as_deref()).await;
+            }
+            if phase == "Bound" || (phase == "Pending" && bound_to_us && want_uid.is_none()) {
                 return Ok(());
             }
-            if pvc.is_none() || !same || tokio::time::Instant::now() > deadline {
-                return self.recreate_claim(&api, pvc, &claim, &pv_name).await;
+            if tokio::time::Instant::now() > deadline {
+                self.say(format!(
+                    "{pv_name}: claim {ns}/{claim} is still {phase} after {:?}: recreating it bound to {pv_name}",
+                    self.options.timeout
+                ));
+                return self.recreate_claim(&api, Some(pvc), &claim, &pv_name).await;
             }
             tokio::time::sleep(self.options.poll).await;
         }
     }
 
+    // ANCHOR_END: claim-rebind
+
+    /// Deletes `old` (if any), waits until it is gone, and creates the claim
+    /// again from `old` or from the copy the journal keeps, pre-bound to
+    /// `pv`. The PV has Retain at this point, so deleting its claim is safe.
     async fn recreate_claim(
         &self,
         api: &Api<PersistentVolumeClaim>,
@@ -543,24 +583,44 @@ impl<'a> Migrator<'a> {
         claim: &str,
         pv: &str,
     ) -> anyhow::Result<()> {
-        let old =
-            old.ok_or_else(|| anyhow!("claim {claim} is gone; recreate it with spec.volumeName: {pv}"))?;
-        if old.metadata.uid.is_some() {
-            api.delete(claim, &DeleteParams::default()).await?;
+        let template = match old {
+            Some(old) => {
+                if old.metadata.deletion_timestamp.is_none() {
+                    api.delete(claim, &DeleteParams::default()).await?;
+                }
+                old
+            }
+            None => self.saved_claim(pv).await?.ok_or_else(|| {
+                anyhow!("claim {claim} is gone and the journal holds no copy; recreate it with spec.volumeName: {pv}")
+            })?,
+        };
+        // kubernetes.io/pvc-protection keeps a deleted claim until no Pod uses it.
+        let deadline = tokio::time::Instant::now() + self.options.timeout;
+        while api.get_opt(claim).await?.is_some() {
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "claim {claim} is still terminating after {:?}",
+                self.options.timeout
+            );
+            tokio::time::sleep(self.options.poll).await;
         }
-        let mut fresh = PersistentVolumeClaim { metadata: Default::default(), spec: old.spec, status: None };
+        let mut fresh =
+            PersistentVolumeClaim { metadata: Default::default(), spec: template.spec, status: None };
         fresh.metadata.name = Some(claim.to_owned());
-        fresh.metadata.labels = old.metadata.labels;
+        fresh.metadata.labels = template.metadata.labels;
         fresh.spec.get_or_insert_with(Default::default).volume_name = Some(pv.to_owned());
         let created = api.create(&PostParams::default(), &fresh).await?;
-        // Point the PV at the new claim's UID.
+        self.point_pv_at(pv, created.metadata.uid.as_deref()).await
+    }
+
+    /// Sets the UID in the PV's claimRef, so the PV controller binds the
+    /// (recreated) claim to it.
+    async fn point_pv_at(&self, pv: &str, claim_uid: Option<&str>) -> anyhow::Result<()> {
         self.pvs()
             .patch(
                 pv,
                 &pp(),
-                &Patch::Merge(
-                    json!({"spec": {"claimRef": {"uid": created.metadata.uid, "resourceVersion": null}}}),
-                ),
+                &Patch::Merge(json!({"spec": {"claimRef": {"uid": claim_uid, "resourceVersion": null}}})),
             )
             .await?;
         Ok(())
@@ -676,7 +736,11 @@ impl<'a> Migrator<'a> {
             .patch(
                 plan::JOURNAL_CONFIGMAP,
                 &pp(),
-                &Patch::Merge(json!({"data": {format!("{name}.pv"): null, format!("{name}.journal"): null}})),
+                &Patch::Merge(json!({"data": {
+                    format!("{name}.pv"): null,
+                    format!("{name}.journal"): null,
+                    format!("{name}.claim"): null,
+                }})),
             )
             .await?;
         self.say(format!("{name}: rolled back to {}", crate::flex::DRIVER_NAME));

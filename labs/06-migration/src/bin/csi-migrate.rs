@@ -36,7 +36,8 @@ struct Args {
     /// The image of the checksum Pods.
     #[arg(long, default_value = "csi-workshop:0.1.0")]
     verify_image: String,
-    /// Seconds to wait for Pods to stop, PVs to go, checksums to finish.
+    /// Seconds to wait for Pods to stop, PVs to go, claims to bind again,
+    /// checksums to finish.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
 }

@@ -2,8 +2,10 @@
 //! `tower_test::mock` service, and this task answers with JSON from an
 //! in-memory store. Just enough API server for csi-migrate: get, list,
 //! create, merge patch, delete with finalizers, pod logs, and the one bit of
-//! controller behaviour the tool waits for (scaling a Deployment to 0 removes
-//! its Pods; the tool's checksum Pods succeed at once).
+//! controller behaviour the tool waits for (scaling a Deployment or
+//! StatefulSet to 0 removes its Pods; the tool's checksum Pods succeed at
+//! once; optionally, the PV controller marking a claim Lost while its PV is
+//! away).
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -28,7 +30,23 @@ pub struct State {
     pub violations: Vec<String>,
     /// What the checksum Pods print, one per Pod (the last one repeats).
     pub checksums: Vec<String>,
+    /// How the PV controller treats a Bound claim whose PV disappears.
+    pub pv_controller: PvController,
     counter: u64,
+}
+
+/// What happens to a Bound claim while its PV is deleted and recreated.
+#[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PvController {
+    /// Too slow to notice: the claim stays Bound throughout.
+    #[default]
+    Idle,
+    /// Marks the claim Lost, and Bound again once a PV of the same name
+    /// with the claim's UID in its claimRef is back (what kube-controller-
+    /// manager's syncBoundClaim does).
+    LosesAndRebinds,
+    /// Marks the claim Lost and never rebinds it.
+    LosesForGood,
 }
 
 pub type Shared = Arc<Mutex<State>>;
@@ -38,6 +56,9 @@ pub const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/legacy/deployments/writer
 pub const CLAIM: &str = "/api/v1/namespaces/legacy/persistentvolumeclaims/data";
 pub const WRITER_POD: &str = "/api/v1/namespaces/legacy/pods/writer-0";
 pub const JOURNAL: &str = "/api/v1/namespaces/csi-workshop/configmaps/csi-migrate-journal";
+pub const STATEFULSET: &str = "/apis/apps/v1/namespaces/legacy/statefulsets/db";
+pub const STS_CLAIM: &str = "/api/v1/namespaces/legacy/persistentvolumeclaims/data-db-0";
+pub const STS_POD: &str = "/api/v1/namespaces/legacy/pods/db-0";
 pub const SUM: &str = "5f1a5b8c9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f809112";
 
 /// The legacy setup: a Flex PV bound to claim legacy/data, used by the
@@ -60,7 +81,8 @@ pub fn legacy_cluster() -> Shared {
     }));
     s.objects.insert(CLAIM.into(), json!({
         "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-        "metadata": {"name": "data", "namespace": "legacy", "uid": "claim-uid", "resourceVersion": "3"},
+        "metadata": {"name": "data", "namespace": "legacy", "uid": "claim-uid", "resourceVersion": "3",
+                     "finalizers": ["kubernetes.io/pvc-protection"]},
         "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "legacy-flex", "volumeName": "legacy-1",
                  "resources": {"requests": {"storage": "64Mi"}}},
         "status": {"phase": "Bound"}
@@ -76,6 +98,51 @@ pub fn legacy_cluster() -> Shared {
     );
     s.objects.insert(WRITER_POD.into(), writer_pod());
     Arc::new(Mutex::new(s))
+}
+
+/// The same Flex PV, but its claim `data-db-0` comes from the
+/// volumeClaimTemplate `data` of the StatefulSet `db` (1 replica, Pod db-0).
+pub fn legacy_statefulset_cluster() -> Shared {
+    let state = legacy_cluster();
+    {
+        let mut s = state.lock().unwrap();
+        for path in [DEPLOYMENT, WRITER_POD] {
+            s.objects.remove(path);
+        }
+        let mut claim = s.objects.remove(CLAIM).unwrap();
+        claim["metadata"]["name"] = json!("data-db-0");
+        claim["metadata"]["labels"] = json!({"app": "db"});
+        s.objects.insert(STS_CLAIM.into(), claim);
+        s.objects.get_mut(PV).unwrap()["spec"]["claimRef"]["name"] = json!("data-db-0");
+        s.objects.insert(
+            STATEFULSET.into(),
+            json!({
+                "apiVersion": "apps/v1", "kind": "StatefulSet",
+                "metadata": {"name": "db", "namespace": "legacy", "uid": "sts-uid"},
+                "spec": {"replicas": 1, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+                         "template": {"metadata": {"labels": {"app": "db"}}, "spec": sts_pod_spec()},
+                         "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                             "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "legacy-flex",
+                                      "resources": {"requests": {"storage": "64Mi"}}}}]}
+            }),
+        );
+        s.objects.insert(STS_POD.into(), sts_pod());
+    }
+    state
+}
+
+fn sts_pod_spec() -> Value {
+    json!({"containers": [{"name": "db", "image": "csi-workshop:0.1.0",
+                           "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]})
+}
+
+/// The StatefulSet controller adds the template's claim as a volume.
+fn sts_pod() -> Value {
+    let mut spec = sts_pod_spec();
+    spec["volumes"] = json!([{"name": "data", "persistentVolumeClaim": {"claimName": "data-db-0"}}]);
+    json!({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "db-0", "namespace": "legacy", "labels": {"app": "db"}},
+           "spec": spec, "status": {"phase": "Running"}})
 }
 
 fn pod_spec() -> Value {
@@ -142,6 +209,22 @@ impl State {
     }
 
     fn answer(&mut self, method: &Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let reply = self.handle(method, path, body);
+        if *method == Method::GET {
+            // The pvc-protection controller lifts the finalizer of a deleted
+            // claim soon after: it is seen terminating once, then it is gone.
+            if path.contains("/persistentvolumeclaims/")
+                && self.objects.get(path).is_some_and(|c| c["metadata"]["deletionTimestamp"].is_string())
+            {
+                self.objects.remove(path);
+            }
+        } else {
+            self.sync_claims();
+        }
+        reply
+    }
+
+    fn handle(&mut self, method: &Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
         let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
         let last = *segments.last().unwrap();
         if *method != Method::GET {
@@ -242,6 +325,10 @@ impl State {
             object["metadata"]["finalizers"] = json!(["kubernetes.io/pv-protection"]);
             object["status"] = json!({"phase": "Bound"});
         }
+        if collection.ends_with("/persistentvolumeclaims") {
+            object["metadata"]["finalizers"] = json!(["kubernetes.io/pvc-protection"]);
+            object["status"] = json!({"phase": "Pending"});
+        }
         if collection.ends_with("/pods")
             && object["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "csi-migrate"
         {
@@ -251,16 +338,46 @@ impl State {
         (StatusCode::CREATED, object)
     }
 
-    /// Deployment controller, reduced: 0 replicas removes the Pods, more
-    /// brings one back.
+    /// Deployment and StatefulSet controllers, reduced: 0 replicas removes
+    /// the Pod, more brings it back.
     fn after_patch(&mut self, path: &str, object: &Value) {
-        if path != DEPLOYMENT {
-            return;
-        }
+        let (pod_path, pod) = match path {
+            DEPLOYMENT => (WRITER_POD, writer_pod()),
+            STATEFULSET => (STS_POD, sts_pod()),
+            _ => return,
+        };
         if object["spec"]["replicas"] == 0 {
-            self.objects.remove(WRITER_POD);
-        } else if !self.objects.contains_key(WRITER_POD) {
-            self.objects.insert(WRITER_POD.into(), writer_pod());
+            self.objects.remove(pod_path);
+        } else if !self.objects.contains_key(pod_path) {
+            self.objects.insert(pod_path.into(), pod);
+        }
+    }
+
+    /// PV controller, reduced, run after every write: a pre-bound Pending
+    /// claim binds once the PV's claimRef carries its UID; a Bound claim
+    /// whose PV is gone becomes Lost, and (if the mode says so) Bound again
+    /// once the PV is back with its UID.
+    fn sync_claims(&mut self) {
+        let claims: Vec<String> =
+            self.objects.keys().filter(|k| k.contains("/persistentvolumeclaims/")).cloned().collect();
+        for path in claims {
+            let claim = &self.objects[&path];
+            let Some(volume) = claim["spec"]["volumeName"].as_str() else { continue };
+            let pv = self.objects.get(&format!("/api/v1/persistentvolumes/{volume}"));
+            let ours = pv.is_some_and(|pv| {
+                let uid = &pv["spec"]["claimRef"]["uid"];
+                uid.is_null() || *uid == claim["metadata"]["uid"]
+            });
+            let phase = match (claim["status"]["phase"].as_str().unwrap_or("Pending"), self.pv_controller) {
+                ("Pending", _) if ours => "Bound",
+                ("Bound", PvController::LosesAndRebinds | PvController::LosesForGood) if pv.is_none() => {
+                    "Lost"
+                }
+                ("Lost", PvController::LosesAndRebinds) if ours => "Bound",
+                (phase, _) => phase,
+            }
+            .to_owned();
+            self.objects.get_mut(&path).unwrap()["status"]["phase"] = json!(phase);
         }
     }
 }

@@ -30,6 +30,10 @@ const SYS_BLOCK: &str = "/sys/block";
 /// between `LOOP_CTL_GET_FREE` and `LOOP_SET_FD` (the kernel does not
 /// reserve it for us).
 const ATTACH_ATTEMPTS: u32 = 8;
+/// How often `detach` retries a device someone else has open. Openers that
+/// only look (udev's blkid, another process's attach that lost the race
+/// for this device) let go within milliseconds; a mount does not.
+const DETACH_ATTEMPTS: u32 = 8;
 /// The kernel appends this to `backing_file` when the image was unlinked.
 const DELETED_SUFFIX: &str = " (deleted)";
 
@@ -148,7 +152,10 @@ pub fn attach(backing_file: &Path, read_only: bool) -> Result<PathBuf, LoopError
                 return Ok(device);
             }
             Err((_, Errno::EBUSY)) => {
-                // Someone else bound this free device first: ask again.
+                // Someone else bound this free device first: let go of it
+                // at once (holding it open would make its owner's detach
+                // fail as busy), then ask again.
+                drop(device_file);
                 warn!(device = %device.display(), attempt, "loop device taken concurrently, retrying");
                 std::thread::sleep(Duration::from_millis(10 * u64::from(attempt)));
             }
@@ -237,8 +244,23 @@ pub fn find_by_backing_file(backing_file: &Path) -> Result<Option<PathBuf>, Loop
 /// Already detached and missing nodes are fine. A device that is in use
 /// (mounted, or opened by anyone else) is refused with [`LoopError::Busy`]
 /// and stays attached: modern kernels would otherwise silently turn
-/// `LOOP_CLR_FD` into a deferred "detach on last close".
+/// `LOOP_CLR_FD` into a deferred "detach on last close". Busy is retried
+/// for about a third of a second first, so a passing opener is waited out.
 pub fn detach(device: &Path) -> Result<(), LoopError> {
+    let mut attempt = 1;
+    loop {
+        match try_detach(device) {
+            Err(LoopError::Busy { .. }) if attempt < DETACH_ATTEMPTS => {
+                debug!(device = %device.display(), attempt, "loop device busy, retrying detach");
+                std::thread::sleep(Duration::from_millis(10 * u64::from(attempt)));
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+fn try_detach(device: &Path) -> Result<(), LoopError> {
     // O_EXCL on a block device fails with EBUSY while it is mounted, and
     // keeps anyone from mounting it while we detach.
     let file = match OpenOptions::new().read(true).custom_flags(libc::O_EXCL).open(device) {

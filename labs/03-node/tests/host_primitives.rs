@@ -199,6 +199,27 @@ fn detach_of_an_open_device_is_refused_and_it_stays_attached() {
 }
 
 #[test]
+fn detach_waits_out_an_opener_that_lets_go_quickly() {
+    if !require_root() {
+        return;
+    }
+    let mut cleanup = Cleanup::new();
+    let image = cleanup.sparse_image(16 * MIB);
+    let device = cleanup.attach(&image, false);
+
+    // Like blkid, or another process's attach that lost the race for this
+    // device: it has the device open for a moment only.
+    let holder = File::open(&device).unwrap();
+    let passer = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(40));
+        drop(holder);
+    });
+    loopdev::detach(&device).unwrap();
+    passer.join().unwrap();
+    assert_eq!(loopdev::find_by_backing_file(&image).unwrap(), None);
+}
+
+#[test]
 fn read_only_attach_gives_a_read_only_device() {
     if !require_root() {
         return;

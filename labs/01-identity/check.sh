@@ -80,9 +80,9 @@ if stage local "csi-lab01 on a unix socket, called with csictl"; then
         "probe must answer Some(true) when check_dir_usable succeeds ($CH, Step 4)" \
         '^ready: true$' csictl identity probe
       rm -r "$BACKEND"
-      check_output "Probe answers ready: false after the backend directory is removed" \
-        "check_dir_usable must fail for a missing directory, and probe must then answer Some(false), not an error ($CH, Step 4)" \
-        '^ready: false$' csictl identity probe
+      check_fails_with "Probe answers FailedPrecondition after the backend directory is removed" \
+        "check_dir_usable must fail for a missing directory, and probe must then answer Status::failed_precondition, not ready: false (that means 'still starting') ($CH, Step 4)" \
+        FailedPrecondition csictl identity probe
       check_fails_with "a Controller RPC (CreateVolume) answers Unimplemented" \
         "lab 01 serves no Controller service: the server must not register one ($CH, Step 1)" \
         Unimplemented csictl controller create --name vol-1 --size 64Mi

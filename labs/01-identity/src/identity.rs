@@ -166,18 +166,20 @@ impl Identity for IdentityService {
 
     // ANCHOR: probe
     async fn probe(&self, _request: Request<ProbeRequest>) -> Result<Response<ProbeResponse>, Status> {
-        // TODO(lab01): Report `ready: Some(true)` only when `self.readiness()`
-        // succeeds; otherwise log the reason and report `Some(false)`.
+        // TODO(lab01): Answer `ready: Some(true)` when `self.readiness()`
+        // succeeds. When it fails, a required dependency is missing: log the
+        // reason and answer FAILED_PRECONDITION, as the spec's Probe table says.
         // ANCHOR: solution
-        let ready = match self.readiness() {
-            Ok(()) => true,
-            Err(reason) => {
-                tracing::warn!(%reason, "plugin is not ready");
-                false
+        match self.readiness() {
+            Ok(()) => {
+                tracing::debug!("probe: ready");
+                Ok(Response::new(ProbeResponse { ready: Some(true) }))
             }
-        };
-        tracing::debug!(ready, "probe");
-        Ok(Response::new(ProbeResponse { ready: Some(ready) }))
+            Err(reason) => {
+                tracing::warn!(%reason, "plugin is not healthy");
+                Err(Status::failed_precondition(format!("plugin is not healthy: {reason}")))
+            }
+        }
         // ANCHOR_END: solution => Err(Status::unimplemented("lab01: Probe is not written yet (chapter 1, step 4)"))
     }
     // ANCHOR_END: probe

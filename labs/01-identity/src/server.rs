@@ -80,7 +80,9 @@ pub fn bind_unix_socket(path: &Path) -> Result<UnixListener, ServeError> {
         std::fs::create_dir_all(parent).map_err(io_error(parent))?;
     }
     let listener = UnixListener::bind(path).map_err(io_error(path))?;
-    // Write permission on a socket is what lets a client connect.
+    // Write permission on a socket is what lets a client connect. Until this
+    // chmod the socket has the umask's mode (0755 under the usual 022: only
+    // the owner may connect), so there is no moment when others can.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io_error(path))?;
     Ok(listener)
 }

@@ -90,7 +90,7 @@ async fn capabilities_list_exactly_what_is_switched_on() {
 }
 
 #[tokio::test]
-async fn probe_is_ready_while_the_backend_is_usable_and_not_ready_when_it_is_gone() {
+async fn probe_is_ready_while_the_backend_is_usable_and_failed_precondition_when_it_is_gone() {
     let dir = tempfile::tempdir().unwrap();
     let backend = dir.path().join("backend");
     std::fs::create_dir(&backend).unwrap();
@@ -102,8 +102,19 @@ async fn probe_is_ready_while_the_backend_is_usable_and_not_ready_when_it_is_gon
     assert_eq!(again, Some(true), "Probe must be repeatable");
 
     std::fs::remove_dir(&backend).unwrap();
-    let ready = client.probe(ProbeRequest {}).await.expect("Probe must still answer").into_inner().ready;
-    assert_eq!(ready, Some(false), "Probe must report not ready when the backend directory is gone");
+    // `ready: false` means "still starting up, otherwise healthy"; a missing
+    // dependency is an error in the spec's Probe table.
+    let err = client.probe(ProbeRequest {}).await.expect_err("Probe must fail when the backend is gone");
+    assert_eq!(
+        err.code(),
+        Code::FailedPrecondition,
+        "a missing backend directory is a missing required dependency: FAILED_PRECONDITION, got {err:?}"
+    );
+    assert!(err.message().contains("backend"), "the message must name the directory: {}", err.message());
+
+    std::fs::create_dir(&backend).unwrap();
+    let ready = client.probe(ProbeRequest {}).await.expect("Probe must recover").into_inner().ready;
+    assert_eq!(ready, Some(true), "Probe must report ready again once the backend is back");
 }
 
 #[tokio::test]

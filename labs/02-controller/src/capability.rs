@@ -28,6 +28,13 @@ pub fn is_multi_node(mode: Mode) -> bool {
     matches!(mode, Mode::MultiNodeReaderOnly | Mode::MultiNodeSingleWriter | Mode::MultiNodeMultiWriter)
 }
 
+/// Whether an access mode lets one node publish the volume at several target
+/// paths (for several pods) at once. SINGLE_NODE_WRITER, SINGLE_NODE_READER_ONLY
+/// and SINGLE_NODE_SINGLE_WRITER mean "published once".
+pub fn allows_several_targets(mode: Mode) -> bool {
+    is_multi_node(mode) || mode == Mode::SingleNodeMultiWriter
+}
+
 /// Whether an access mode only allows reading.
 pub fn is_read_only(mode: Mode) -> bool {
     matches!(mode, Mode::SingleNodeReaderOnly | Mode::MultiNodeReaderOnly)

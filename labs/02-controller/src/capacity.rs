@@ -13,6 +13,26 @@ pub const DEFAULT_VOLUME_BYTES: i64 = GIB;
 /// Loop devices and filesystems work in sectors and blocks; we round to 4 KiB.
 const ALIGN: i64 = 4096;
 
+/// The checks the spec puts on any `CapacityRange`: neither bound negative,
+/// at least one set, and `required_bytes` not above `limit_bytes`.
+pub fn check_range(range: &CapacityRange) -> Result<()> {
+    let (required, limit) = (range.required_bytes, range.limit_bytes);
+    if required < 0 || limit < 0 {
+        return Err(Error::InvalidArgument(format!(
+            "capacity_range must not be negative (required_bytes={required}, limit_bytes={limit})"
+        )));
+    }
+    if required == 0 && limit == 0 {
+        return Err(Error::InvalidArgument("capacity_range needs required_bytes or limit_bytes".into()));
+    }
+    if limit > 0 && required > limit {
+        return Err(Error::InvalidArgument(format!(
+            "required_bytes {required} is larger than limit_bytes {limit}"
+        )));
+    }
+    Ok(())
+}
+
 // ANCHOR: capacity-from-range
 /// Picks a size within `range`: at least `required_bytes`, at most
 /// `limit_bytes` (0 means "not set" for both), between our minimum and

@@ -153,7 +153,8 @@ impl ControllerService {
         let wanted = Attachment { readonly, access_mode: cap.mode.as_str_name().to_owned() };
         // TODO(lab02): Publishing is idempotent: the same attachment again is
         // fine, a different one for this node is `Error::PublishedDifferently`.
-        // A single-node volume published elsewhere is `Error::PublishedElsewhere`.
+        // A single-node volume published elsewhere is `Error::PublishedElsewhere`;
+        // a second read-write node for MULTI_NODE_SINGLE_WRITER is `Error::SecondWriter`.
         // A node at its `max_volumes` is `Error::NodeFull`. Then record the
         // attachment, save the record and return the publish context.
         // ANCHOR: solution
@@ -176,6 +177,14 @@ impl ControllerService {
             record.attachments.iter().find(|(_, a)| !is_multi_node(cap.mode) || single_node(a))
         {
             return Err(Error::PublishedElsewhere { volume: volume_id.to_owned(), other: other.clone() });
+        }
+        // MULTI_NODE_SINGLE_WRITER: many nodes, but only one of them writes.
+        let single_writer = volume_capability::access_mode::Mode::MultiNodeSingleWriter;
+        let writer = |a: &Attachment| !a.readonly && a.access_mode == single_writer.as_str_name();
+        if cap.mode == single_writer && !readonly {
+            if let Some((other, _)) = record.attachments.iter().find(|(_, a)| writer(a)) {
+                return Err(Error::SecondWriter { volume: volume_id.to_owned(), writer: other.clone() });
+            }
         }
         if node.max_volumes > 0 {
             let attached =
@@ -268,6 +277,7 @@ impl ControllerService {
     // ANCHOR: controller-expand
     fn expand(&self, volume_id: &str, range: Option<&CapacityRange>) -> Result<(i64, bool)> {
         let range = validate::required("capacity_range", range)?;
+        capacity::check_range(range)?;
         let mut record = self.backend.get(volume_id)?;
         if range.limit_bytes > 0 && range.limit_bytes < record.capacity_bytes {
             return Err(Error::CapacityOutOfRange(format!(
@@ -353,6 +363,9 @@ impl Controller for ControllerService {
         let cap =
             capability::parse(validate::required("volume_capability", req.volume_capability.as_ref())?)?;
         let _guard = self.locks.lock(id).await;
+        // The node's volume limit counts attachments of every volume: two
+        // publishes of different volumes to one node must not both pass it.
+        let _node_guard = self.locks.lock(&format!("node:{node}")).await;
         reply(
             self.publish(id, node, &cap, req.readonly)
                 .map(|publish_context| ControllerPublishVolumeResponse { publish_context }),
@@ -383,10 +396,14 @@ impl Controller for ControllerService {
         let capabilities = capability::parse_all(&req.volume_capabilities)?;
         let record = self.backend.get(id)?;
         // Confirm only what we really support; otherwise explain, without error.
+        // Parameters we do not know cannot be confirmed: CreateVolume would
+        // have refused them.
         let refusal = capabilities.iter().find_map(|c| unsupported_reason(record.kind, c)).or_else(|| {
-            let asked = own_parameters(&req.parameters).ok()?;
-            (!req.parameters.is_empty() && asked != record.parameters)
-                .then(|| format!("the volume was created with parameters {:?}", record.parameters))
+            match own_parameters(&req.parameters) {
+                Err(unknown) => Some(unknown.to_string()),
+                Ok(asked) => (!req.parameters.is_empty() && asked != record.parameters)
+                    .then(|| format!("the volume was created with parameters {:?}", record.parameters)),
+            }
         });
         let response = match refusal {
             Some(message) => ValidateVolumeCapabilitiesResponse { confirmed: None, message },

@@ -23,6 +23,11 @@ pub enum Error {
     /// A single-node volume is published to another node.
     #[error("volume {volume:?} is published to node {other:?} and its access mode allows one node only")]
     PublishedElsewhere { volume: String, other: String },
+    /// MULTI_NODE_SINGLE_WRITER allows one read-write node; the rest read.
+    #[error(
+        "volume {volume:?} already has a writer, node {writer:?}: MULTI_NODE_SINGLE_WRITER allows one, publish readonly"
+    )]
+    SecondWriter { volume: String, writer: String },
     #[error("volume {volume:?} is still published to {nodes:?}; unpublish it first")]
     StillPublished { volume: String, nodes: Vec<String> },
     #[error("node {node:?} already has its maximum of {max} volumes")]
@@ -60,7 +65,7 @@ impl From<Error> for Status {
             Error::NameConflict { .. } | Error::PublishedDifferently { .. } => {
                 Status::already_exists(message)
             }
-            Error::PublishedElsewhere { .. } | Error::StillPublished { .. } => {
+            Error::PublishedElsewhere { .. } | Error::SecondWriter { .. } | Error::StillPublished { .. } => {
                 Status::failed_precondition(message)
             }
             Error::NodeFull { .. } | Error::TopologyUnavailable(_) => Status::resource_exhausted(message),

@@ -20,9 +20,27 @@ pub struct TopologyKeys {
 
 impl TopologyKeys {
     pub fn for_driver(driver_name: &str) -> Self {
-        Self {
-            backend: format!("topology.{driver_name}/backend"),
-            node: format!("topology.{driver_name}/node"),
+        // A topology key's prefix must be lower case; driver names need not be.
+        let prefix = driver_name.to_ascii_lowercase();
+        Self { backend: format!("topology.{prefix}/backend"), node: format!("topology.{prefix}/node") }
+    }
+
+    /// Checks that `value` can be a topology segment value: the spec allows
+    /// at most 63 characters, beginning and ending with a letter or digit,
+    /// with `-`, `_` and `.` between. Node ids become such values.
+    pub fn check_segment_value(what: &str, value: &str) -> Result<()> {
+        let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+        let ok = value.len() <= 63
+            && edge_ok(value.chars().next())
+            && edge_ok(value.chars().last())
+            && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(format!(
+                "{what} {value:?} cannot be a topology value: at most 63 characters, letters, digits, \
+                 '-', '_' and '.', beginning and ending with a letter or digit"
+            )))
         }
     }
 
@@ -74,6 +92,15 @@ mod tests {
         let req =
             TopologyRequirement { requisite: vec![segment(&[(&keys.backend, "other")])], preferred: vec![] };
         assert!(matches!(keys.check_requirement(Some(&req), "san-1"), Err(Error::TopologyUnavailable(_))));
+    }
+
+    #[test]
+    fn topology_keys_are_lower_case_and_node_ids_must_fit_a_segment_value() {
+        assert_eq!(TopologyKeys::for_driver("CSI.Test").node, "topology.csi.test/node");
+        assert!(TopologyKeys::check_segment_value("node id", "kind-worker2").is_ok());
+        for bad in ["", "-a", "a.", &"x".repeat(64)] {
+            assert!(TopologyKeys::check_segment_value("node id", bad).is_err(), "{bad:?} must be refused");
+        }
     }
 
     #[test]

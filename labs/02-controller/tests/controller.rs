@@ -574,6 +574,100 @@ async fn concurrent_publishes_to_two_nodes_let_exactly_one_win() {
     }
 }
 
+#[tokio::test]
+async fn concurrent_publishes_of_different_volumes_never_pass_a_nodes_limit() {
+    let mut d = Driver::start().await;
+    d.register_node("node-a", 2);
+    let names = ["v1", "v2", "v3", "v4", "v5", "v6"];
+    for name in names {
+        d.client.create_volume(create_request(name, "block", 16 * MIB)).await.unwrap();
+    }
+    let calls = names.map(|name| {
+        let mut client = d.client.clone();
+        tokio::spawn(async move {
+            client
+                .controller_publish_volume(publish_request(name, "node-a", Mode::SingleNodeWriter, false))
+                .await
+        })
+    });
+    let results = futures_join(calls).await;
+    let attached =
+        d.backend().list().unwrap().iter().filter(|v| v.attachments.contains_key("node-a")).count();
+    assert_eq!(attached, 2, "the node's limit of 2 must hold under concurrent publishes");
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 2);
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(r.code(), Code::ResourceExhausted);
+    }
+}
+
+#[tokio::test]
+async fn multi_node_single_writer_allows_one_writer_and_any_number_of_readers() {
+    let mut d = Driver::start().await;
+    for node in ["node-a", "node-b", "node-c"] {
+        d.register_node(node, 0);
+    }
+    d.client.create_volume(create_request("share", "file", 16 * MIB)).await.unwrap();
+    let msw = Mode::MultiNodeSingleWriter;
+    d.client
+        .controller_publish_volume(publish_request("share", "node-a", msw, false))
+        .await
+        .expect("the writer");
+    let r = d.client.controller_publish_volume(publish_request("share", "node-b", msw, false)).await;
+    assert_eq!(code(r), Code::FailedPrecondition, "a second read-write node is refused");
+    for node in ["node-b", "node-c"] {
+        d.client
+            .controller_publish_volume(publish_request("share", node, msw, true))
+            .await
+            .expect("a reader");
+    }
+    d.client
+        .controller_unpublish_volume(ControllerUnpublishVolumeRequest {
+            volume_id: "share".into(),
+            node_id: "node-a".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let r = d.client.controller_publish_volume(publish_request("share", "node-a", msw, false)).await;
+    assert!(r.is_ok(), "once the writer is gone another node may write: {r:?}");
+}
+
+#[tokio::test]
+async fn expanding_with_a_negative_or_empty_capacity_range_is_invalid_argument() {
+    let mut d = Driver::start().await;
+    d.client.create_volume(create_request("pvc-1", "block", 32 * MIB)).await.unwrap();
+    for (required_bytes, limit_bytes) in [(-5, 0), (0, -1), (0, 0), (64 * MIB, 32 * MIB)] {
+        let r = d
+            .client
+            .controller_expand_volume(ControllerExpandVolumeRequest {
+                volume_id: "pvc-1".into(),
+                capacity_range: Some(CapacityRange { required_bytes, limit_bytes }),
+                ..Default::default()
+            })
+            .await;
+        assert_eq!(code(r), Code::InvalidArgument, "range ({required_bytes}, {limit_bytes})");
+    }
+}
+
+#[tokio::test]
+async fn validate_volume_capabilities_does_not_confirm_unknown_parameters() {
+    let mut d = Driver::start().await;
+    d.client.create_volume(create_request("pvc-1", "block", 16 * MIB)).await.unwrap();
+    let r = d
+        .client
+        .validate_volume_capabilities(ValidateVolumeCapabilitiesRequest {
+            volume_id: "pvc-1".into(),
+            volume_capabilities: vec![mount_cap(Mode::SingleNodeWriter)],
+            parameters: std::collections::HashMap::from([("speed".to_string(), "fast".to_string())]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.confirmed.is_none(), "an unknown parameter must not be confirmed");
+    assert!(r.message.contains("speed"), "the message names it: {}", r.message);
+}
+
 async fn futures_join<T>(handles: impl IntoIterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
     let mut out = vec![];
     for handle in handles {

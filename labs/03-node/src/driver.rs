@@ -45,15 +45,17 @@ pub struct NodeArgs {
     pub state_dir: PathBuf,
 
     /// Most volumes attachable to this node at once (0: no limit).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
     pub max_volumes_per_node: i64,
 }
 
 /// Builds the router with the services `args.mode` asks for.
 pub fn router(args: &NodeArgs) -> anyhow::Result<Router> {
     let serve_controller = args.mode != Mode::Node;
-    let identity = identity_service(&args.controller.driver, serve_controller)
-        .context("invalid driver configuration")?;
+    // The spec wants every instance of a driver version to report the same
+    // plugin capabilities, whichever services it serves: so the node plugin
+    // advertises CONTROLLER_SERVICE too (kubelet ignores it).
+    let identity = identity_service(&args.controller.driver, true).context("invalid driver configuration")?;
     let mut router = lab01_identity::server::grpc_server().add_service(IdentityServer::new(identity));
     if serve_controller {
         router = router.add_service(ControllerServer::new(controller_service(&args.controller)?));

@@ -16,6 +16,13 @@ pub enum Error {
     Controller(#[from] lab02_controller::Error),
     #[error("{0}")]
     InvalidArgument(String),
+    /// The capability asks for something this volume cannot do.
+    #[error("{0}")]
+    ExceedsCapabilities(String),
+    #[error(
+        "volume {volume:?} is already published at {other} and its access mode {mode} allows one target only"
+    )]
+    PublishedAtOtherTarget { volume: String, other: PathBuf, mode: String },
     #[error("volume {volume:?} is not attached to node {node:?}: ControllerPublishVolume must run first")]
     NotAttached { volume: String, node: String },
     #[error("volume {volume:?} is not staged at {path}: NodeStageVolume must run first")]
@@ -75,6 +82,8 @@ impl From<Error> for Status {
             // not destroy: retrying the same call will not help.
             Error::NotAttached { .. }
             | Error::NotStaged { .. }
+            | Error::ExceedsCapabilities(_)
+            | Error::PublishedAtOtherTarget { .. }
             | Error::StillPublished { .. }
             | Error::ReadOnlyBlank(_)
             | Error::ReadOnlyRawBlock(_)

@@ -13,10 +13,13 @@ use std::path::Path;
 
 use lab01_identity::csi::node_server::Node;
 use lab01_identity::csi::node_service_capability::{Rpc, Type as CapType, rpc};
+use lab01_identity::csi::volume_capability::access_mode::Mode;
 use lab01_identity::csi::*;
 use lab01_identity::server::record_volume_id;
 use lab02_controller::backend::{Backend, NodeRecord, VolumeKind, VolumeRecord};
-use lab02_controller::capability::{self, Capability, is_read_only, unsupported_reason};
+use lab02_controller::capability::{
+    self, Capability, allows_several_targets, is_read_only, unsupported_reason,
+};
 use lab02_controller::locks::VolumeLocks;
 use lab02_controller::topology::TopologyKeys;
 use lab02_controller::validate;
@@ -49,6 +52,8 @@ impl NodeService {
         state_dir: &Path,
     ) -> Result<Self> {
         validate::node_id(node_id)?;
+        // NodeGetInfo reports the node id as a topology segment value.
+        TopologyKeys::check_segment_value("node id", node_id)?;
         let service = Self {
             node_id: node_id.to_owned(),
             max_volumes,
@@ -71,7 +76,10 @@ impl NodeService {
         let mounted = |path: &Path| mounts.iter().any(|m| m.mount_point == path);
         for mut volume in self.state.list()? {
             let before = volume.clone();
-            volume.published.retain(|target, _| mounted(target));
+            // A target that is still there but no longer mounted stays on
+            // record: kubelet publishes it again, or unpublishes it, and
+            // unpublish must then remove it.
+            volume.published.retain(|target, _| mounted(target) || target.exists());
             if let Some(staged) = &volume.staged {
                 let alive = if staged.raw_block {
                     staged.device.as_deref().is_some_and(Path::exists)
@@ -109,7 +117,7 @@ impl NodeService {
     fn stage(&self, volume_id: &str, staging_path: &Path, cap: &Capability) -> Result<()> {
         let record = self.volume_record(volume_id)?;
         if let Some(reason) = unsupported_reason(record.kind, cap) {
-            return Err(Error::InvalidArgument(reason));
+            return Err(Error::ExceedsCapabilities(reason));
         }
         // A block volume must be attached to this node first: that is what
         // ControllerPublishVolume (driven by a VolumeAttachment) did.
@@ -201,15 +209,16 @@ impl NodeService {
             tracing::info!("volume is not staged here: nothing to do");
             return Ok(());
         };
+        // Not staged at this path is "already unstaged": the spec wants OK.
+        let Some(staged) = volume.staged.clone().filter(|s| s.staging_path == staging_path) else {
+            tracing::info!("volume is not staged at this path: nothing to do");
+            return Ok(());
+        };
         if !volume.published.is_empty() {
             return Err(Error::StillPublished {
                 volume: volume_id.to_owned(),
                 targets: volume.published.keys().map(|p| p.display().to_string()).collect(),
             });
-        }
-        let Some(staged) = volume.staged.clone() else { return Ok(()) };
-        if staged.staging_path != staging_path {
-            return Err(Error::NotAtPath { volume: volume_id.to_owned(), path: staging_path.to_owned() });
         }
         // TODO(lab03): Undo NodeStage: unmount the staging path (already
         // unmounted is fine), detach the loop device of a block volume, then
@@ -243,7 +252,7 @@ impl NodeService {
     ) -> Result<()> {
         let record = self.volume_record(volume_id)?;
         if let Some(reason) = unsupported_reason(record.kind, cap) {
-            return Err(Error::InvalidArgument(reason));
+            return Err(Error::ExceedsCapabilities(reason));
         }
         mount::parse_mount_options(&cap.mount_flags)?;
         let mut volume = self.node_volume(volume_id, record.kind)?;
@@ -254,7 +263,7 @@ impl NodeService {
             }
         };
         if staged.raw_block != cap.block {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::ExceedsCapabilities(format!(
                 "the volume was staged for {} access",
                 if staged.raw_block { "raw block" } else { "filesystem" }
             )));
@@ -269,6 +278,25 @@ impl NodeService {
         // read-only raw block publish needs a read-only attachment.
         if cap.block && wanted.readonly && !staged.readonly {
             return Err(Error::ReadOnlyRawBlock(volume_id.to_owned()));
+        }
+        // "Published once" modes allow a single target on this node; a second
+        // pod needs SINGLE_NODE_MULTI_WRITER (what kubelet sends for a
+        // ReadWriteOnce claim, as we advertise it) or a multi-node mode.
+        let one_target = |mode: &str| Mode::from_str_name(mode).is_none_or(|m| !allows_several_targets(m));
+        if let Some((other, existing)) = volume
+            .published
+            .iter()
+            .find(|(t, p)| *t != target && (!allows_several_targets(cap.mode) || one_target(&p.access_mode)))
+        {
+            return Err(Error::PublishedAtOtherTarget {
+                volume: volume_id.to_owned(),
+                other: other.clone(),
+                mode: if one_target(&existing.access_mode) {
+                    existing.access_mode.clone()
+                } else {
+                    cap.mode.as_str_name().to_owned()
+                },
+            });
         }
         if let Some(existing) = volume.published.get(target) {
             if *existing != wanted {
@@ -321,9 +349,14 @@ impl NodeService {
     fn unpublish(&self, volume_id: &str, target: &Path) -> Result<()> {
         let Some(mut volume) = self.state.load(volume_id)? else {
             tracing::info!("volume is not published here: nothing to do");
+            remove_if_empty_and_unmounted(target)?;
             return Ok(());
         };
         if !volume.published.contains_key(target) {
+            // Not ours on record, but a crash between creating the target and
+            // saving the record leaves an empty directory or file behind; the
+            // spec wants what the plugin created at the target removed.
+            remove_if_empty_and_unmounted(target)?;
             return Ok(());
         }
         // TODO(lab03): Unmount the target (already unmounted is fine), remove
@@ -364,8 +397,19 @@ impl NodeService {
         let (volume, raw_block) = self.where_mounted(volume_id, path)?;
         let condition = |abnormal: bool, message: String| Some(VolumeCondition { abnormal, message });
         if raw_block {
+            // Health is a report, not an error: a device that was detached
+            // behind our back, or a target no longer bound, is abnormal.
             let device = volume.staged.as_ref().and_then(|s| s.device.clone());
-            let size = device.as_deref().map(loopdev::size_bytes).transpose()?;
+            let attached = device.as_deref().filter(|d| matches!(loopdev::backing_file(d), Ok(Some(_))));
+            let size = attached.and_then(|d| loopdev::size_bytes(d).ok());
+            let published = volume.published.contains_key(path);
+            let (abnormal, message) = match size {
+                None => (true, "the loop device of this volume is gone".to_owned()),
+                Some(_) if published && !mount::is_mount_point(path)? => {
+                    (true, format!("{} is no longer bound to the device", path.display()))
+                }
+                Some(_) => (false, "raw block device".to_owned()),
+            };
             return Ok(NodeGetVolumeStatsResponse {
                 usage: size
                     .map(|total| VolumeUsage {
@@ -375,7 +419,7 @@ impl NodeService {
                     })
                     .into_iter()
                     .collect(),
-                volume_condition: condition(size.is_none(), "raw block device".into()),
+                volume_condition: condition(abnormal, message),
             });
         }
         if !mount::is_mount_point(path)? {
@@ -451,6 +495,27 @@ impl NodeService {
     }
 }
 
+/// Removes `target` if it is an empty directory or an empty file with nothing
+/// mounted on it: never anything that holds data or belongs to a mount.
+fn remove_if_empty_and_unmounted(target: &Path) -> Result<()> {
+    let Ok(meta) = std::fs::symlink_metadata(target) else { return Ok(()) };
+    if mount::is_mount_point(target)? {
+        tracing::warn!(target = %target.display(), "not our mount on record: left in place");
+        return Ok(());
+    }
+    let removed = if meta.is_dir() {
+        std::fs::remove_dir(target) // fails, harmlessly, when not empty
+    } else if meta.is_file() && meta.len() == 0 {
+        std::fs::remove_file(target)
+    } else {
+        return Ok(());
+    };
+    if let Err(e) = removed {
+        tracing::warn!(target = %target.display(), error = %e, "left the target in place");
+    }
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl Node for NodeService {
     async fn node_stage_volume(
@@ -486,6 +551,13 @@ impl Node for NodeService {
         let req = request.into_inner();
         record_volume_id(&req.volume_id);
         let id = validate::volume_id(&req.volume_id)?.to_owned();
+        if req.staging_target_path.is_empty() {
+            // The spec's answer when a plugin with STAGE_UNSTAGE_VOLUME gets
+            // no staging path: the CO skipped NodeStageVolume.
+            return Err(Status::failed_precondition(
+                "staging_target_path is not set: this plugin stages volumes, so NodeStageVolume must run first",
+            ));
+        }
         let staging = host_path("staging_target_path", &req.staging_target_path)?;
         let target = host_path("target_path", &req.target_path)?;
         let cap =

@@ -452,3 +452,100 @@ async fn node_info_and_capabilities_describe_the_node() {
         assert!(caps.contains(&(wanted as i32)), "missing {}", wanted.as_str_name());
     }
 }
+
+#[tokio::test]
+async fn node_calls_answer_what_the_specs_tables_prescribe() {
+    require_root!();
+    let mut d = Driver::start().await;
+    d.create_and_attach("pvc-1", "block", 16 * MIB).await;
+    let snmw = Mode::SingleNodeMultiWriter;
+
+    // A capability the volume cannot serve is FAILED_PRECONDITION, in stage and publish.
+    let multi = d.stage_request("pvc-1", Mode::MultiNodeMultiWriter, false, "");
+    assert_eq!(code(d.node.node_stage_volume(multi).await), Code::FailedPrecondition, "exceeds capabilities");
+
+    d.node.node_stage_volume(d.stage_request("pvc-1", snmw, false, "")).await.unwrap();
+    let raw = d.publish_request("pvc-1", "raw", snmw, true, false);
+    assert_eq!(
+        code(d.node.node_publish_volume(raw).await),
+        Code::FailedPrecondition,
+        "raw block access of a volume staged with a filesystem exceeds what was staged"
+    );
+
+    // No staging path, while the plugin has STAGE_UNSTAGE_VOLUME.
+    let mut unstaged = d.publish_request("pvc-1", "pod-a", snmw, false, false);
+    unstaged.staging_target_path = String::new();
+    assert_eq!(code(d.node.node_publish_volume(unstaged).await), Code::FailedPrecondition);
+
+    // SINGLE_NODE_MULTI_WRITER: two pods on this node may share the volume.
+    d.node.node_publish_volume(d.publish_request("pvc-1", "pod-a", snmw, false, false)).await.unwrap();
+    d.node.node_publish_volume(d.publish_request("pvc-1", "pod-b", snmw, false, false)).await.unwrap();
+
+    // Unstaging at a path where the volume is not staged is already done: OK,
+    // and the real staging mount is untouched.
+    let elsewhere = NodeUnstageVolumeRequest {
+        volume_id: "pvc-1".into(),
+        staging_target_path: d.path("elsewhere").display().to_string(),
+    };
+    d.node.node_unstage_volume(elsewhere).await.expect("not staged at that path: OK");
+    assert!(mount_of(&d.staging("pvc-1")).is_some(), "the real staging mount must stay");
+
+    // An empty directory at a target we have no record of (a crash before the
+    // record was saved) is removed; one with data is left alone.
+    std::fs::create_dir_all(d.target("orphan")).unwrap();
+    d.unpublish("pvc-1", "orphan").await.expect("unknown target: OK");
+    assert!(!d.target("orphan").exists(), "the empty target directory must be removed");
+    std::fs::create_dir_all(d.target("foreign")).unwrap();
+    std::fs::write(d.target("foreign").join("data"), b"x").unwrap();
+    d.unpublish("pvc-1", "foreign").await.expect("unknown target: OK");
+    assert!(d.target("foreign").join("data").exists(), "data we did not create is never removed");
+
+    d.unpublish("pvc-1", "pod-a").await.unwrap();
+    d.unpublish("pvc-1", "pod-b").await.unwrap();
+    d.unstage("pvc-1").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_published_once_volume_refuses_a_second_target_on_the_node() {
+    require_root!();
+    let mut d = Driver::start().await;
+    d.create_and_attach("pvc-1", "block", 16 * MIB).await;
+    for mode in [SNW, Mode::SingleNodeSingleWriter] {
+        d.node.node_stage_volume(d.stage_request("pvc-1", mode, false, "")).await.unwrap();
+        d.node.node_publish_volume(d.publish_request("pvc-1", "pod-a", mode, false, false)).await.unwrap();
+        let second = d.publish_request("pvc-1", "pod-b", mode, false, false);
+        assert_eq!(
+            code(d.node.node_publish_volume(second).await),
+            Code::FailedPrecondition,
+            "{} is published once: a second target is FAILED_PRECONDITION",
+            mode.as_str_name()
+        );
+        assert!(mount_of(&d.target("pod-b")).is_none(), "the refused target must not be mounted");
+        d.unpublish("pvc-1", "pod-a").await.unwrap();
+        d.unstage("pvc-1").await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_raw_block_volume_whose_loop_device_vanished_reports_an_abnormal_condition() {
+    require_root!();
+    let mut d = Driver::start().await;
+    d.create_and_attach("raw", "block", 16 * MIB).await;
+    d.node.node_stage_volume(d.stage_request("raw", SNW, true, "")).await.unwrap();
+    d.node.node_publish_volume(d.publish_request("raw", "dev", SNW, true, false)).await.unwrap();
+    let stats = NodeGetVolumeStatsRequest {
+        volume_id: "raw".into(),
+        volume_path: d.target("dev").display().to_string(),
+        staging_target_path: String::new(),
+    };
+    let healthy = d.node.node_get_volume_stats(stats.clone()).await.unwrap().into_inner();
+    assert!(!healthy.volume_condition.unwrap().abnormal);
+    assert_eq!(healthy.usage[0].total, 16 * MIB);
+
+    let device = loop_device_of(&d.image("raw")).expect("a loop device");
+    lab03_node::loopdev::detach(&device).unwrap();
+    let r = d.node.node_get_volume_stats(stats).await.expect("a health report, not an error").into_inner();
+    assert!(r.volume_condition.expect("a condition").abnormal, "a detached device is abnormal");
+    d.unpublish("raw", "dev").await.unwrap();
+    d.unstage("raw").await.unwrap();
+}

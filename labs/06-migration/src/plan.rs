@@ -18,6 +18,11 @@ pub const JOURNAL_ANNOTATION: &str = "csi-migrate.workshop.dev/journal";
 pub const STEP_ANNOTATION: &str = "csi-migrate.workshop.dev/step";
 /// Set on the CSI PV: where it came from.
 pub const MIGRATED_FROM_ANNOTATION: &str = "csi-migrate.workshop.dev/migrated-from";
+/// Which provisioner deletes the PV's volume once its claim is gone and the
+/// reclaim policy is Delete. external-provisioner and lab 05's provisioner
+/// (`decide::on_released`) only act on PVs that name their driver here; the
+/// PV controller leaves such PVs to them.
+pub const PROVISIONED_BY_ANNOTATION: &str = "pv.kubernetes.io/provisioned-by";
 /// The ConfigMap that keeps the original PV and the journal while the PV
 /// does not exist (between delete and create) and for `--rollback`.
 pub const JOURNAL_CONFIGMAP: &str = "csi-migrate-journal";
@@ -283,6 +288,14 @@ pub fn to_csi_pv(flex_pv: &PersistentVolume) -> Result<PersistentVolume, Refusal
         !k.starts_with("csi-migrate.workshop.dev/") && k != "kubectl.kubernetes.io/last-applied-configuration"
     });
     annotations.insert(MIGRATED_FROM_ANNOTATION.to_owned(), flex::DRIVER_NAME.to_owned());
+    // Without it, nobody deletes the volume once the claim is deleted and
+    // restore-policy has put Delete back: the PV controller hands a Released
+    // CSI PV to the provisioner this annotation names, and neither
+    // external-provisioner nor lab 05's provisioner deletes a PV without it.
+    // No finalizer: each provisioner adds its own to the Delete PVs it
+    // recognises, and lab 05's added here would hold the PV forever in a
+    // cluster that runs the official external-provisioner (lab 04's).
+    annotations.insert(PROVISIONED_BY_ANNOTATION.to_owned(), CSI_DRIVER.to_owned());
     let claim_ref = spec.claim_ref.clone().map(|mut c| {
         // The UID stays: it is what binds the PV to exactly this claim.
         c.resource_version = None;
@@ -402,6 +415,22 @@ mod tests {
         assert!(annotations.contains_key("pv.kubernetes.io/bound-by-controller"));
         assert!(!annotations.contains_key("kubectl.kubernetes.io/last-applied-configuration"));
         assert_eq!(annotations[MIGRATED_FROM_ANNOTATION], flex::DRIVER_NAME);
+    }
+
+    #[test]
+    fn the_csi_pv_names_the_csi_driver_as_its_provisioner_and_adds_no_finalizer() {
+        let mut flex = flex_pv(&[("volumeId", "vol-1")]);
+        // A Flex PV might name some other provisioner; the CSI one is ours.
+        flex.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(PROVISIONED_BY_ANNOTATION.into(), "example.com/flex".into());
+        flex.metadata.finalizers = Some(vec!["kubernetes.io/pv-protection".into()]);
+        let csi = to_csi_pv(&flex).unwrap();
+        // The key and value external-provisioner and lab 05's on_released compare.
+        assert_eq!(csi.metadata.annotations.unwrap()["pv.kubernetes.io/provisioned-by"], "csi.workshop.dev");
+        assert_eq!(csi.metadata.finalizers, None);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::time::Duration;
 use fake::{CLAIM, DEPLOYMENT, JOURNAL, PV, PvController, STATEFULSET, STS_CLAIM, SUM, Shared};
 use lab06_migration::migrate::{Migrator, Options, Outcome};
 use lab06_migration::plan::Step;
+use serde_json::json;
 
 fn options() -> Options {
     Options {
@@ -40,6 +41,9 @@ fn assert_migrated_with(state: &Shared, claim: &str, workload: &str) {
     assert_eq!(pv["spec"]["csi"]["fsType"], "ext4");
     assert_eq!(pv["spec"]["persistentVolumeReclaimPolicy"], "Delete", "the policy is restored");
     assert_eq!(pv["spec"]["storageClassName"], "legacy-flex");
+    // So that a Delete policy means what it says once the claim is gone.
+    assert_eq!(pv["metadata"]["annotations"]["pv.kubernetes.io/provisioned-by"], "csi.workshop.dev");
+    assert_eq!(pv["metadata"]["finalizers"], json!(["kubernetes.io/pv-protection"]), "no finalizer of ours");
     assert!(
         pv["metadata"]["annotations"]["csi-migrate.workshop.dev/journal"]
             .as_str()

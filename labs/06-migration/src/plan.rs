@@ -124,8 +124,17 @@ pub struct Workload {
 #[serde(rename_all = "camelCase")]
 pub struct Journal {
     pub pv: String,
+    /// Counts every write of the journal. The two copies are written one
+    /// after the other, so an interruption can leave one behind; the
+    /// higher revision is the newer one, whichever way the record moved
+    /// (a rollback does not move `completed` forward, but must win).
+    #[serde(default)]
+    pub revision: u64,
     #[serde(default)]
     pub completed: Option<Step>,
+    /// `--rollback` started: a forward run refuses until it has finished.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rolling_back: bool,
     #[serde(default)]
     pub workloads: Vec<Workload>,
     /// The reclaim policy before [`Step::RetainPolicy`].
@@ -141,10 +150,13 @@ impl Journal {
         Self { pv: pv.to_owned(), ..Default::default() }
     }
 
-    /// Of two copies (the PV's and the ConfigMap's), the one further on.
-    pub fn furthest(a: Option<Journal>, b: Option<Journal>) -> Option<Journal> {
+    /// Of two copies (the PV's and the ConfigMap's), the newer: the higher
+    /// revision, and for journals written before revisions, the one further on.
+    pub fn newest(a: Option<Journal>, b: Option<Journal>) -> Option<Journal> {
         match (a, b) {
-            (Some(a), Some(b)) => Some(if b.completed > a.completed { b } else { a }),
+            (Some(a), Some(b)) => {
+                Some(if (b.revision, b.completed) > (a.revision, a.completed) { b } else { a })
+            }
             (a, b) => a.or(b),
         }
     }
@@ -165,6 +177,12 @@ pub enum Refusal {
     UnmanagedPods { claim: String, pods: Vec<String> },
     #[error("PV {0} does not exist and the journal holds no copy of it")]
     Missing(String),
+    #[error(
+        "PV {pv}: the journal says {done} is done, but the PV {found}; look at it (kubectl get pv {pv} -o yaml) and at the ConfigMap csi-migrate-journal, then run --rollback or fix it by hand"
+    )]
+    JournalMismatch { pv: String, done: &'static str, found: &'static str },
+    #[error("PV {0}: a rollback did not finish; run csi-migrate --rollback --pv {0} again")]
+    RollbackUnfinished(String),
 }
 
 /// Who uses the PV's claim right now.
@@ -183,8 +201,6 @@ pub struct Usage {
 pub struct PlanOptions {
     /// Scale workloads down instead of refusing when the claim is in use.
     pub drain: bool,
-    /// Skip the checksum steps.
-    pub no_verify: bool,
 }
 
 // ANCHOR: next-step
@@ -203,30 +219,84 @@ pub fn next_step(journal: &Journal) -> Step {
 // ANCHOR_END: next-step
 
 // ANCHOR: migration-plan
-/// What is left to do for one PV, or why not to start. `pv` is the PV as
-/// it is now (`None` between delete and create), `journal` what is done.
+/// The steps left for one PV, in the order to walk them, or why not to go
+/// on. `pv` is the PV as it is now (`None` between delete and create),
+/// `saved` the copy of the Flex PV in the journal ConfigMap, `journal` what
+/// is done. The verification steps are in the walk even with `--no-verify`
+/// (the run journals them as skipped, so the numbering stays stable).
+///
+/// The journal says where a run stopped; what is in the cluster says
+/// whether it is safe to go on from there. A resumed run (after a crash,
+/// a Ctrl-C, or a rollback by an older version that left the PV's journal
+/// behind) is checked as strictly as a fresh one: the PV must be what the
+/// journal expects, nothing is deleted without a copy to put back, and
+/// nobody may use the claim until the workload is restored.
 pub fn plan(
     pv: Option<&PersistentVolume>,
+    saved: Option<&PersistentVolume>,
     usage: &Usage,
     journal: &Journal,
     options: PlanOptions,
 ) -> Result<Vec<Step>, Refusal> {
-    let next = next_step(journal);
-    let started = journal.completed.is_some();
-    match pv {
-        // A fresh start: only Flex PVs of our driver, mappable to CSI.
-        Some(pv) if !started => {
-            to_csi_pv(pv)?;
-        }
-        Some(_) => {}
-        // Gone after SaveOriginal: deleted by an interrupted DeleteFlexPv.
-        None if next < Step::DeleteFlexPv => {
-            return Err(Refusal::Missing(journal.pv.clone()));
-        }
-        None => {}
+    let name = &journal.pv;
+    if journal.rolling_back {
+        return Err(Refusal::RollbackUnfinished(name.clone()));
     }
-    // Nobody may use the volume while its PV is replaced.
-    if next <= Step::ScaleDown && !usage.pods.is_empty() {
+    let next = next_step(journal);
+    if next == Step::Done {
+        return Ok(vec![]);
+    }
+    let flex = pv.filter(|pv| is_flex(pv));
+    // The Flex PV, and nobody has started deleting it.
+    let intact = flex.is_some_and(|pv| pv.metadata.deletion_timestamp.is_none());
+    // A copy to rebuild the Flex PV from: of this very volume, if it is still there.
+    let copy = saved.is_some_and(|s| is_flex(s) && flex.is_none_or(|pv| same_volume(pv, s)));
+    let mismatch = |found| Refusal::JournalMismatch {
+        pv: name.clone(),
+        done: journal.completed.map_or("nothing", Step::name),
+        found,
+    };
+    let mut start = next;
+    if next <= Step::SaveOriginal {
+        // Before the delete: the Flex PV must be there, untouched.
+        match pv {
+            None => return Err(Refusal::Missing(name.clone())),
+            Some(pv) if journal.completed.is_none() => {
+                to_csi_pv(pv)?;
+                if !intact {
+                    return Err(mismatch("is being deleted by someone else"));
+                }
+            }
+            Some(_) if !intact => {
+                return Err(mismatch(if flex.is_some() { "is being deleted" } else { "is not the Flex PV" }));
+            }
+            Some(_) => {}
+        }
+    } else if next == Step::DeleteFlexPv {
+        if pv.is_some() && flex.is_none() {
+            return Err(mismatch("is not the Flex PV"));
+        }
+        // Never delete what cannot be put back: save it (again) first.
+        if !copy {
+            if !intact {
+                return Err(Refusal::Missing(name.clone()));
+            }
+            start = Step::SaveOriginal;
+        }
+    } else if next == Step::CreateCsiPv {
+        if pv.is_some_and(|pv| !is_csi(pv)) {
+            return Err(mismatch("is not a CSI PV (and should not exist yet)"));
+        }
+        if !copy {
+            return Err(Refusal::Missing(name.clone()));
+        }
+    } else if !pv.is_some_and(is_csi) {
+        return Err(mismatch(if pv.is_none() { "does not exist" } else { "is not the CSI PV" }));
+    }
+    // Nobody may use the volume from the scale-down until the workload is
+    // restored: not while the PV is replaced, not while it is checksummed.
+    let mut again = false;
+    if !usage.pods.is_empty() && next <= Step::VerifyAfter {
         let claim = usage.claim.clone().unwrap_or_default();
         if !options.drain {
             return Err(Refusal::InUse { claim, pods: usage.pods.clone() });
@@ -234,12 +304,21 @@ pub fn plan(
         if !usage.unmanaged_pods.is_empty() {
             return Err(Refusal::UnmanagedPods { claim, pods: usage.unmanaged_pods.clone() });
         }
+        if next > Step::ScaleDown {
+            // Resumed, but the workload is back up (scaled by hand, or by a
+            // rollback that left the journal behind): scale it down again.
+            // While the Flex PV is intact, the data may have changed since
+            // the checksum, so take it again too.
+            if intact && start <= Step::DeleteFlexPv {
+                start = Step::ScaleDown;
+            } else {
+                again = true;
+            }
+        }
     }
-    Ok(Step::ALL
-        .into_iter()
-        .filter(|s| *s >= next && *s != Step::Done)
-        .filter(|s| !(options.no_verify && s.is_verification()))
-        .collect())
+    let mut walk = if again { vec![Step::ScaleDown] } else { vec![] };
+    walk.extend(Step::ALL.into_iter().filter(|s| *s >= start && *s != Step::Done));
+    Ok(walk)
 }
 // ANCHOR_END: migration-plan
 
@@ -337,6 +416,18 @@ pub fn is_flex(pv: &PersistentVolume) -> bool {
 
 pub fn is_csi(pv: &PersistentVolume) -> bool {
     pv.spec.as_ref().and_then(|s| s.csi.as_ref()).is_some_and(|c| c.driver == CSI_DRIVER)
+}
+
+/// Whether two Flex PVs name the same backend volume (`options.volumeId`).
+pub fn same_volume(a: &PersistentVolume, b: &PersistentVolume) -> bool {
+    let volume = |pv: &PersistentVolume| {
+        pv.spec
+            .as_ref()
+            .and_then(|s| s.flex_volume.as_ref())
+            .filter(|f| f.driver == flex::DRIVER_NAME)
+            .and_then(|f| f.options.as_ref()?.get("volumeId").cloned())
+    };
+    volume(a).is_some() && volume(a) == volume(b)
 }
 
 /// The journal kept on a PV, if any.
@@ -466,46 +557,8 @@ mod tests {
         assert_eq!(next_step(&journal(Some(Step::Done))), Step::Done);
     }
 
-    #[test]
-    fn a_fresh_plan_has_every_step_and_no_verify_drops_the_checksums() {
-        let pv = flex_pv(&[("volumeId", "v")]);
-        let all = plan(Some(&pv), &Usage::default(), &journal(None), PlanOptions::default()).unwrap();
-        assert_eq!(all.len(), 10);
-        let quick =
-            plan(Some(&pv), &Usage::default(), &journal(None), PlanOptions { no_verify: true, drain: false })
-                .unwrap();
-        assert!(!quick.contains(&Step::VerifyBefore) && !quick.contains(&Step::VerifyAfter));
-    }
-
-    #[test]
-    fn a_resumed_plan_starts_after_the_journal() {
-        let pv = flex_pv(&[("volumeId", "v")]);
-        let rest =
-            plan(Some(&pv), &Usage::default(), &journal(Some(Step::ScaleDown)), PlanOptions::default())
-                .unwrap();
-        assert_eq!(rest.first(), Some(&Step::VerifyBefore));
-        // Between delete and create the PV is gone; the journal carries on.
-        let rest = plan(None, &Usage::default(), &journal(Some(Step::DeleteFlexPv)), PlanOptions::default())
-            .unwrap();
-        assert_eq!(rest.first(), Some(&Step::CreateCsiPv));
-        assert!(
-            plan(None, &Usage::default(), &journal(Some(Step::SaveOriginal)), PlanOptions::default()).is_ok()
-        );
-        assert_eq!(
-            plan(None, &Usage::default(), &journal(Some(Step::RetainPolicy)), PlanOptions::default()),
-            Err(Refusal::Missing("legacy-1".into()))
-        );
-        assert!(
-            plan(Some(&pv), &Usage::default(), &journal(Some(Step::Done)), PlanOptions::default())
-                .unwrap()
-                .is_empty()
-        );
-    }
-
-    #[test]
-    fn a_claim_in_use_is_refused_unless_draining() {
-        let pv = flex_pv(&[("volumeId", "v")]);
-        let usage = Usage {
+    fn in_use() -> Usage {
+        Usage {
             claim: Some("legacy/data".into()),
             workloads: vec![Workload {
                 kind: WorkloadKind::Deployment,
@@ -515,27 +568,179 @@ mod tests {
             }],
             pods: vec!["legacy/writer-1".into()],
             unmanaged_pods: vec![],
+        }
+    }
+
+    fn terminating(mut pv: PersistentVolume) -> PersistentVolume {
+        pv.metadata.deletion_timestamp = Some(serde_json::from_str("\"2026-01-01T00:00:00Z\"").unwrap());
+        pv
+    }
+
+    const DRAIN: PlanOptions = PlanOptions { drain: true };
+
+    #[test]
+    fn a_fresh_plan_walks_every_step_in_order() {
+        let pv = flex_pv(&[("volumeId", "v")]);
+        let all = plan(Some(&pv), None, &Usage::default(), &journal(None), PlanOptions::default()).unwrap();
+        assert_eq!(all, Step::ALL[..10].to_vec());
+    }
+
+    #[test]
+    fn a_resumed_plan_starts_after_the_journal() {
+        let pv = flex_pv(&[("volumeId", "v")]);
+        let none = Usage::default();
+        let go = PlanOptions::default();
+        let rest = plan(Some(&pv), None, &none, &journal(Some(Step::ScaleDown)), go).unwrap();
+        assert_eq!(rest.first(), Some(&Step::VerifyBefore));
+        // Between delete and create the PV is gone; the journal and the copy carry on.
+        let rest = plan(None, Some(&pv), &none, &journal(Some(Step::DeleteFlexPv)), go).unwrap();
+        assert_eq!(rest.first(), Some(&Step::CreateCsiPv));
+        // Deleted, but the journal update was lost: finish the delete.
+        let rest = plan(None, Some(&pv), &none, &journal(Some(Step::SaveOriginal)), go).unwrap();
+        assert_eq!(rest.first(), Some(&Step::DeleteFlexPv));
+        assert_eq!(
+            plan(None, None, &none, &journal(Some(Step::RetainPolicy)), go),
+            Err(Refusal::Missing("legacy-1".into()))
+        );
+        let csi = to_csi_pv(&pv).unwrap();
+        assert!(plan(Some(&csi), Some(&pv), &none, &journal(Some(Step::Done)), go).unwrap().is_empty());
+        let rest = plan(Some(&csi), Some(&pv), &none, &journal(Some(Step::CreateCsiPv)), go).unwrap();
+        assert_eq!(rest, vec![Step::VerifyAfter, Step::RestoreWorkload, Step::RestorePolicy]);
+    }
+
+    #[test]
+    fn nothing_is_deleted_or_created_without_a_copy_of_the_flex_pv() {
+        let pv = flex_pv(&[("volumeId", "v")]);
+        let none = Usage::default();
+        let go = PlanOptions::default();
+        let at_delete = journal(Some(Step::SaveOriginal));
+        // The copy is gone (a ConfigMap deleted, an old rollback): save it again first.
+        let rest = plan(Some(&pv), None, &none, &at_delete, go).unwrap();
+        assert_eq!(rest.first(), Some(&Step::SaveOriginal));
+        // A copy of another volume is no copy.
+        let other = flex_pv(&[("volumeId", "w")]);
+        assert_eq!(
+            plan(Some(&pv), Some(&other), &none, &at_delete, go).unwrap().first(),
+            Some(&Step::SaveOriginal)
+        );
+        assert_eq!(
+            plan(Some(&pv), Some(&pv), &none, &at_delete, go).unwrap().first(),
+            Some(&Step::DeleteFlexPv)
+        );
+        // Being deleted and no copy: nothing can put it back, so stop.
+        assert_eq!(
+            plan(Some(&terminating(pv.clone())), None, &none, &at_delete, go),
+            Err(Refusal::Missing("legacy-1".into()))
+        );
+        assert_eq!(
+            plan(None, None, &none, &journal(Some(Step::DeleteFlexPv)), go),
+            Err(Refusal::Missing("legacy-1".into()))
+        );
+    }
+
+    #[test]
+    fn a_journal_that_does_not_match_the_pv_is_refused() {
+        let pv = flex_pv(&[("volumeId", "v")]);
+        let csi = to_csi_pv(&pv).unwrap();
+        let none = Usage::default();
+        let go = PlanOptions::default();
+        let refused = |pv: Option<&PersistentVolume>, done| {
+            matches!(
+                plan(pv, Some(&flex_pv(&[("volumeId", "v")])), &none, &journal(done), go),
+                Err(Refusal::JournalMismatch { .. })
+            )
         };
+        assert!(refused(Some(&csi), Some(Step::RetainPolicy)), "a CSI PV before the delete");
+        assert!(refused(Some(&terminating(pv.clone())), Some(Step::ScaleDown)), "someone else deletes it");
+        assert!(refused(Some(&terminating(pv.clone())), None), "a fresh start on a PV being deleted");
+        assert!(
+            refused(Some(&csi), Some(Step::SaveOriginal)),
+            "a CSI PV where the Flex one is to be deleted"
+        );
+        assert!(refused(Some(&pv), Some(Step::DeleteFlexPv)), "the Flex PV back after the delete");
+        assert!(refused(Some(&pv), Some(Step::VerifyAfter)), "the Flex PV where the CSI one should be");
+        assert!(refused(None, Some(Step::RestoreWorkload)), "the CSI PV gone");
+    }
+
+    #[test]
+    fn a_claim_in_use_is_refused_unless_draining() {
+        let pv = flex_pv(&[("volumeId", "v")]);
         assert!(matches!(
-            plan(Some(&pv), &usage, &journal(None), PlanOptions::default()),
+            plan(Some(&pv), None, &in_use(), &journal(None), PlanOptions::default()),
             Err(Refusal::InUse { .. })
         ));
-        assert!(
-            plan(Some(&pv), &usage, &journal(None), PlanOptions { drain: true, no_verify: false }).is_ok()
-        );
-        let bare = Usage { unmanaged_pods: usage.pods.clone(), ..usage };
+        assert!(plan(Some(&pv), None, &in_use(), &journal(None), DRAIN).is_ok());
+        let bare = Usage { unmanaged_pods: in_use().pods, ..in_use() };
         assert!(matches!(
-            plan(Some(&pv), &bare, &journal(None), PlanOptions { drain: true, no_verify: false }),
+            plan(Some(&pv), None, &bare, &journal(None), DRAIN),
             Err(Refusal::UnmanagedPods { .. })
         ));
     }
 
     #[test]
-    fn the_furthest_journal_wins() {
+    fn a_resumed_run_finds_the_claim_in_use_again_and_scales_down_first() {
+        let pv = flex_pv(&[("volumeId", "v")]);
+        let csi = to_csi_pv(&pv).unwrap();
+        for done in
+            [Step::ScaleDown, Step::VerifyBefore, Step::SaveOriginal, Step::DeleteFlexPv, Step::CreateCsiPv]
+        {
+            let current = match done {
+                Step::DeleteFlexPv => None,
+                Step::CreateCsiPv => Some(&csi),
+                _ => Some(&pv),
+            };
+            let result = plan(current, Some(&pv), &in_use(), &journal(Some(done)), PlanOptions::default());
+            assert!(matches!(result, Err(Refusal::InUse { .. })), "after {done:?}: {result:?}");
+            let walk = plan(current, Some(&pv), &in_use(), &journal(Some(done)), DRAIN).unwrap();
+            assert_eq!(walk.first(), Some(&Step::ScaleDown), "after {done:?}: {walk:?}");
+            if done <= Step::SaveOriginal {
+                // The Flex PV is intact: checksum and save again, the data may have changed.
+                assert_eq!(walk[..3], [Step::ScaleDown, Step::VerifyBefore, Step::SaveOriginal], "{walk:?}");
+            } else {
+                assert_eq!(walk[1], next_step(&journal(Some(done))), "{walk:?}");
+            }
+        }
+        // Once the workload is restored, its Pods are expected.
+        let rest = plan(
+            Some(&csi),
+            Some(&pv),
+            &in_use(),
+            &journal(Some(Step::RestoreWorkload)),
+            PlanOptions::default(),
+        );
+        assert_eq!(rest, Ok(vec![Step::RestorePolicy]));
+    }
+
+    #[test]
+    fn an_unfinished_rollback_stops_a_forward_run() {
+        let pv = flex_pv(&[("volumeId", "v")]);
+        let j = Journal { rolling_back: true, ..journal(Some(Step::CreateCsiPv)) };
+        assert_eq!(
+            plan(Some(&pv), Some(&pv), &Usage::default(), &j, DRAIN),
+            Err(Refusal::RollbackUnfinished("legacy-1".into()))
+        );
+    }
+
+    #[test]
+    fn the_newest_journal_wins() {
         let a = journal(Some(Step::SaveOriginal));
         let b = journal(Some(Step::CreateCsiPv));
-        assert_eq!(Journal::furthest(Some(a.clone()), Some(b.clone())), Some(b.clone()));
-        assert_eq!(Journal::furthest(Some(b.clone()), Some(a)), Some(b));
-        assert_eq!(Journal::furthest(None, None), None);
+        // Written before revisions existed: the one further on.
+        assert_eq!(Journal::newest(Some(a.clone()), Some(b.clone())), Some(b.clone()));
+        assert_eq!(Journal::newest(Some(b.clone()), Some(a.clone())), Some(b.clone()));
+        // A higher revision wins even when it is not further on (a rollback).
+        let rollback = Journal { revision: 9, rolling_back: true, ..a.clone() };
+        let behind = Journal { revision: 8, ..b.clone() };
+        assert_eq!(Journal::newest(Some(behind.clone()), Some(rollback.clone())), Some(rollback.clone()));
+        assert_eq!(Journal::newest(Some(rollback.clone()), Some(behind)), Some(rollback));
+        assert_eq!(Journal::newest(None, Some(a.clone())), Some(a));
+        assert_eq!(Journal::newest(None, None), None);
+    }
+
+    #[test]
+    fn a_journal_without_the_new_fields_still_reads() {
+        let old: Journal = serde_json::from_str(r#"{"pv":"legacy-1","completed":"save-original","workloads":[],"reclaimPolicy":"Delete","checksum":null}"#).unwrap();
+        assert_eq!((old.revision, old.rolling_back, old.completed), (0, false, Some(Step::SaveOriginal)));
+        assert!(!serde_json::to_string(&old).unwrap().contains("rollingBack"));
     }
 }

@@ -4,12 +4,19 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Parser;
+use lab06_migration::fault::{self, Fault};
 use lab06_migration::migrate::{Migrator, Options, Outcome};
 
 // ANCHOR: csi-migrate-args
 #[derive(Debug, Parser)]
-#[command(name = "csi-migrate", about = "Move Flex PVs to the CSI driver, journaled and resumable")]
+#[command(
+    name = "csi-migrate",
+    about = "Move Flex PVs to the CSI driver, journaled and resumable",
+    after_help = "Fault injection (to prove resume): CSI_MIGRATE_CRASH=<step>[:<n>] kills the process \
+                  with SIGKILL right after the n-th API write of that step (e.g. delete-flex-pv:1)."
+)]
 struct Args {
     /// Print the plan and change nothing.
     #[arg(long)]
@@ -21,10 +28,12 @@ struct Args {
     /// Skip the checksum Pods before and after.
     #[arg(long)]
     no_verify: bool,
-    /// Stop after step N (1-11), as if interrupted; run again to resume.
+    /// Stop after step N (1-11), cleanly, between two steps; run again to
+    /// resume. (A crash in the middle of a step: CSI_MIGRATE_CRASH.)
     #[arg(long, value_name = "N")]
     stop_after_step: Option<usize>,
-    /// Put the Flex PV back from the journal (needs --pv).
+    /// Undo the migration of the --pv PVs from wherever it stopped: the Flex
+    /// PV, the workload, the reclaim policy back, the journal cleared.
     #[arg(long, requires = "pv")]
     rollback: bool,
     /// Only this PV (repeatable); default: every Flex PV of the driver.
@@ -52,12 +61,18 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let client = kube::Client::try_default().await?;
+    // Read before anything is done, so that a typo fails loudly at once.
+    let fault = match std::env::var(fault::ENV) {
+        Ok(text) if !text.is_empty() => Some(text.parse::<Fault>()?),
+        _ => None,
+    };
+    let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
     let options = Options {
         dry_run: args.dry_run,
         drain: args.drain,
         no_verify: args.no_verify,
         stop_after_step: args.stop_after_step,
+        fault,
         pvs: args.pv.clone(),
         namespace: args.journal_namespace,
         verify_image: args.verify_image,

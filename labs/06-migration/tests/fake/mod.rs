@@ -291,6 +291,11 @@ impl State {
                         current["spec"]["persistentVolumeReclaimPolicy"]
                     ));
                 }
+                if path.contains("/persistentvolumes/") {
+                    for pod in self.pods_using(&current) {
+                        self.violations.push(format!("deleted {path} while pod {pod} uses its claim"));
+                    }
+                }
                 if current["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty()) {
                     let mut object = current;
                     object["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
@@ -303,6 +308,30 @@ impl State {
             }
             _ => status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("{method} {path}")),
         }
+    }
+
+    /// The Pods (but the tool's own, and finished ones) that mount the
+    /// claim a PV is bound to.
+    pub fn pods_using(&self, pv: &Value) -> Vec<String> {
+        let claim = &pv["spec"]["claimRef"];
+        let (Some(ns), Some(name)) = (claim["namespace"].as_str(), claim["name"].as_str()) else {
+            return vec![];
+        };
+        let prefix = format!("/api/v1/namespaces/{ns}/pods/");
+        self.objects
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .filter(|(_, p)| p["metadata"]["labels"]["app.kubernetes.io/managed-by"] != "csi-migrate")
+            .filter(|(_, p)| !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")))
+            .filter(|(_, p)| {
+                p["spec"]["volumes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|v| v["persistentVolumeClaim"]["claimName"] == name)
+            })
+            .map(|(k, _)| k.trim_start_matches(&prefix).to_owned())
+            .collect()
     }
 
     fn bump(&mut self, object: &mut Value) {

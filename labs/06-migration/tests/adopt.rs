@@ -1,9 +1,15 @@
 //! The CSI driver adopts a Flex volume: a volume made with `flex-workshop
 //! create-volume`, mounted through the Flex call-out and written to, is then
 //! staged and published by the lab 03 driver (in-process, on a temp socket)
-//! with no reformat, and the file is still there. Needs root.
+//! with no reformat, and the data is still there: a block image keeps its
+//! file system, a file volume's directory is bind-mounted as it is, every
+//! file, mode and modification time unchanged. Needs root.
 
 mod support;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
 
 use lab01_identity::args::DriverArgs;
 use lab01_identity::csi::controller_client::ControllerClient;
@@ -15,6 +21,63 @@ use lab02_controller::capability::capability;
 use lab02_controller::driver::ControllerArgs;
 use lab03_node::driver::{Mode as ServeMode, NodeArgs, router};
 use support::{Host, require_root};
+use tonic::transport::Channel;
+
+/// The lab 03 driver (all services, node node-a) on the Host's backend, in
+/// this process, on a socket under the Host's temp dir.
+async fn start_driver(host: &Host) -> (TestServer, ControllerClient<Channel>, NodeClient<Channel>) {
+    let args = NodeArgs {
+        controller: ControllerArgs {
+            driver: DriverArgs {
+                endpoint: String::new(),
+                drivername: "csi.workshop.dev".into(),
+                backend_dir: host.backend(),
+                log_level: "info".into(),
+            },
+            max_volume_size: 1 << 40,
+        },
+        mode: ServeMode::All,
+        nodeid: Some("node-a".into()),
+        state_dir: host.path("csi-state"),
+        max_volumes_per_node: 0,
+    };
+    let server = TestServer::start(router(&args).expect("the lab 03 driver starts"), host.dir.path()).await;
+    let channel = server.channel().await;
+    (server, ControllerClient::new(channel.clone()), NodeClient::new(channel))
+}
+
+/// Every file and directory under `root`: its kind and mode, its contents
+/// and modification time (files), its symlink target, its inode. Equal
+/// snapshots mean nobody wrote, chmodded, replaced or copied anything.
+fn snapshot(root: &Path) -> BTreeMap<String, String> {
+    let mut found = BTreeMap::new();
+    let mut dirs = vec![root.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let what = if meta.file_type().is_symlink() {
+                format!("link -> {}", std::fs::read_link(&path).unwrap().display())
+            } else if meta.is_dir() {
+                dirs.push(path.clone());
+                format!("dir {:o}", meta.permissions().mode())
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                format!(
+                    "file {:o} {} bytes {:?} mtime {}.{}",
+                    meta.permissions().mode(),
+                    bytes.len(),
+                    bytes,
+                    meta.mtime(),
+                    meta.mtime_nsec()
+                )
+            };
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            found.insert(rel, format!("{what} inode {}", meta.ino()));
+        }
+    }
+    found
+}
 
 #[tokio::test]
 async fn a_flex_volume_is_staged_by_the_csi_driver_without_reformatting() {
@@ -34,25 +97,7 @@ async fn a_flex_volume_is_staged_by_the_csi_driver_without_reformatting() {
     assert_eq!(reply["status"], "Success", "{reply}");
 
     // The CSI life, on the same backend directory.
-    let args = NodeArgs {
-        controller: ControllerArgs {
-            driver: DriverArgs {
-                endpoint: String::new(),
-                drivername: "csi.workshop.dev".into(),
-                backend_dir: host.backend(),
-                log_level: "info".into(),
-            },
-            max_volume_size: 1 << 40,
-        },
-        mode: ServeMode::All,
-        nodeid: Some("node-a".into()),
-        state_dir: host.path("csi-state"),
-        max_volumes_per_node: 0,
-    };
-    let server = TestServer::start(router(&args).expect("the lab 03 driver starts"), host.dir.path()).await;
-    let channel = server.channel().await;
-    let mut controller = ControllerClient::new(channel.clone());
-    let mut node = NodeClient::new(channel);
+    let (server, mut controller, mut node) = start_driver(&host).await;
     let cap = || capability(Mode::SingleNodeWriter, false, "ext4");
 
     controller
@@ -103,5 +148,102 @@ async fn a_flex_volume_is_staged_by_the_csi_driver_without_reformatting() {
     .await
     .unwrap();
     server.stop().await;
+    assert_eq!((host.mounts(), host.loops()), (0, 0), "nothing left mounted or attached");
+}
+
+#[tokio::test]
+async fn a_flex_file_directory_is_adopted_by_the_csi_driver_without_touching_its_data() {
+    if !require_root() {
+        return;
+    }
+    let host = Host::new();
+    host.create_volume("vol-f", "file");
+
+    // The Flex life: kubelet bind-mounts the directory, the pod writes a
+    // small tree (a nested file, a private file, a symlink), kubelet unmounts.
+    let flex_dir = host.path("pods/legacy/vol-f");
+    let d = flex_dir.to_str().unwrap();
+    let (reply, _) = host.flex(&["mount", d, &host.options("vol-f", "file", &[])]);
+    assert_eq!(reply["status"], "Success", "{reply}");
+    std::fs::write(flex_dir.join("marker.txt"), "written under flex").unwrap();
+    std::fs::create_dir_all(flex_dir.join("nested/deep")).unwrap();
+    std::fs::write(
+        flex_dir.join("nested/deep/data.bin"),
+        (0..=255u8).cycle().take(10_000).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    std::fs::set_permissions(flex_dir.join("nested/deep/data.bin"), std::fs::Permissions::from_mode(0o600))
+        .unwrap();
+    std::os::unix::fs::symlink("nested/deep/data.bin", flex_dir.join("latest")).unwrap();
+    let (reply, _) = host.flex(&["unmount", d]);
+    assert_eq!(reply["status"], "Success", "{reply}");
+    assert_eq!(host.mounts(), 0, "the Flex mount is gone");
+
+    let data = host.backend().join("volumes/vol-f/data");
+    let before = snapshot(&data);
+    assert_eq!(before.len(), 5, "marker.txt, nested, nested/deep, data.bin, latest: {before:#?}");
+
+    // The CSI life: attach (a no-op for a directory, but kubelet asks, as
+    // the CSIDriver has attachRequired), stage, publish, read, and back.
+    let (server, mut controller, mut node) = start_driver(&host).await;
+    let cap = || capability(Mode::MultiNodeMultiWriter, false, "");
+    controller
+        .controller_publish_volume(ControllerPublishVolumeRequest {
+            volume_id: "vol-f".into(),
+            node_id: "node-a".into(),
+            volume_capability: Some(cap()),
+            ..Default::default()
+        })
+        .await
+        .expect("ControllerPublish of the adopted directory");
+    let staging = host.path("staging/vol-f");
+    let target = host.path("pods/csi/vol-f");
+    node.node_stage_volume(NodeStageVolumeRequest {
+        volume_id: "vol-f".into(),
+        staging_target_path: staging.display().to_string(),
+        volume_capability: Some(cap()),
+        ..Default::default()
+    })
+    .await
+    .expect("NodeStage bind-mounts the existing directory");
+    node.node_publish_volume(NodePublishVolumeRequest {
+        volume_id: "vol-f".into(),
+        staging_target_path: staging.display().to_string(),
+        target_path: target.display().to_string(),
+        volume_capability: Some(cap()),
+        ..Default::default()
+    })
+    .await
+    .expect("NodePublish");
+    assert_eq!(std::fs::read_to_string(target.join("marker.txt")).unwrap(), "written under flex");
+    assert_eq!(
+        std::fs::read(target.join("latest")).unwrap().len(),
+        10_000,
+        "the symlink resolves inside the volume"
+    );
+    assert_eq!(snapshot(&target), before, "the pod sees the very same tree: same inodes, not a copy");
+
+    node.node_unpublish_volume(NodeUnpublishVolumeRequest {
+        volume_id: "vol-f".into(),
+        target_path: target.display().to_string(),
+    })
+    .await
+    .unwrap();
+    node.node_unstage_volume(NodeUnstageVolumeRequest {
+        volume_id: "vol-f".into(),
+        staging_target_path: staging.display().to_string(),
+    })
+    .await
+    .unwrap();
+    controller
+        .controller_unpublish_volume(ControllerUnpublishVolumeRequest {
+            volume_id: "vol-f".into(),
+            node_id: "node-a".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    server.stop().await;
+    assert_eq!(snapshot(&data), before, "adopting and releasing the directory changed nothing in it");
     assert_eq!((host.mounts(), host.loops()), (0, 0), "nothing left mounted or attached");
 }

@@ -120,19 +120,30 @@ fn echo(body: &Value) -> (u16, Value) {
 }
 
 fn context(client: Client, driver: &Driver) -> Arc<Context> {
+    context_with(client, driver, &[("worker1", Some(driver.backend.id()))])
+}
+
+/// A Context whose caches hold these nodes, each running our node plugin
+/// (a CSINode entry with both topology keys), labelled with the backend id
+/// given (`None`: the Node lacks the backend label).
+fn context_with(client: Client, driver: &Driver, workers: &[(&str, Option<&str>)]) -> Arc<Context> {
     let (nodes, mut nodes_writer) = reflector::store::<Node>();
     let (csinodes, mut csinodes_writer) = reflector::store::<CSINode>();
-    let node: Node = serde_json::from_value(json!({
-        "metadata": {"name": "worker1", "labels": {BACKEND_KEY: driver.backend.id(), NODE_KEY: "worker1"}}
-    }))
-    .unwrap();
-    let csinode: CSINode = serde_json::from_value(json!({
-        "metadata": {"name": "worker1"},
-        "spec": {"drivers": [{"name": DRIVER, "nodeID": "worker1", "topologyKeys": [BACKEND_KEY, NODE_KEY]}]}
-    }))
-    .unwrap();
-    nodes_writer.apply_watcher_event(&watcher::Event::Apply(node));
-    csinodes_writer.apply_watcher_event(&watcher::Event::Apply(csinode));
+    for (name, backend) in workers {
+        let mut labels = json!({NODE_KEY: name});
+        if let Some(backend) = backend {
+            labels[BACKEND_KEY] = json!(backend);
+        }
+        let node: Node =
+            serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
+        let csinode: CSINode = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"drivers": [{"name": DRIVER, "nodeID": name, "topologyKeys": [BACKEND_KEY, NODE_KEY]}]}
+        }))
+        .unwrap();
+        nodes_writer.apply_watcher_event(&watcher::Event::Apply(node));
+        csinodes_writer.apply_watcher_event(&watcher::Event::Apply(csinode));
+    }
     Arc::new(Context {
         recorder: Recorder::new(
             client.clone(),
@@ -172,6 +183,23 @@ fn claim(class: &str, size: &str, volume_name: Option<&str>) -> PersistentVolume
     .unwrap()
 }
 
+fn calls(seen: &[Seen]) -> Vec<String> {
+    seen.iter().map(|s| format!("{} {}", s.method, s.path)).collect()
+}
+
+/// A VolumeAttachmentList with one attachment of `pvc-0a1b2c` per node.
+fn attachments(nodes: &[&str]) -> Value {
+    let items: Vec<Value> = nodes
+        .iter()
+        .map(|node| {
+            json!({"metadata": {"name": format!("csi-{node}")},
+                   "spec": {"attacher": DRIVER, "nodeName": node, "source": {"persistentVolumeName": "pvc-0a1b2c"}},
+                   "status": {"attached": true}})
+        })
+        .collect();
+    json!({"apiVersion": "storage.k8s.io/v1", "kind": "VolumeAttachmentList", "metadata": {}, "items": items})
+}
+
 fn events(seen: &[Seen]) -> Vec<(String, String)> {
     seen.iter()
         .filter(|s| s.method == Method::POST && s.path.ends_with("/events"))
@@ -201,9 +229,8 @@ async fn a_claim_of_our_class_becomes_a_volume_a_pv_and_an_event() {
         .expect("the claim is provisioned");
     drop(ctx);
     let seen = server.await.unwrap();
-    let calls: Vec<_> = seen.iter().map(|s| format!("{} {}", s.method, s.path)).collect();
     assert_eq!(
-        calls,
+        calls(&seen),
         [
             "GET /apis/storage.k8s.io/v1/storageclasses/workshop-block",
             "GET /api/v1/persistentvolumes/pvc-0a1b2c",
@@ -367,6 +394,7 @@ async fn a_released_delete_pv_loses_its_volume_then_its_object() {
     let driver = Driver::start().await;
     driver.existing_volume("pvc-0a1b2c", "file", 64 * MIB).await;
     let (client, server) = fake_api(|method, path, _| match (method.as_str(), path) {
+        ("GET", "/apis/storage.k8s.io/v1/volumeattachments") => (200, attachments(&[])),
         ("DELETE", "/api/v1/persistentvolumes/pvc-0a1b2c") => {
             (200, serde_json::to_value(pv_json("Released", "Delete", 64 * MIB, true)).unwrap())
         }
@@ -379,9 +407,9 @@ async fn a_released_delete_pv_loses_its_volume_then_its_object() {
     drop(ctx);
     let seen = server.await.unwrap();
     assert_eq!(
-        seen.len(),
-        1,
-        "DeleteVolume, then DELETE the PV: decide::on_released must answer Delete: {seen:#?}"
+        calls(&seen),
+        ["GET /apis/storage.k8s.io/v1/volumeattachments", "DELETE /api/v1/persistentvolumes/pvc-0a1b2c"],
+        "no attachment left, so DeleteVolume, then DELETE the PV: decide::on_released must answer Delete"
     );
     assert!(
         driver.backend.load("pvc-0a1b2c").unwrap().is_none(),
@@ -394,6 +422,7 @@ async fn a_deleted_pv_gets_its_finalizer_removed_after_delete_volume() {
     let driver = Driver::start().await;
     driver.existing_volume("pvc-0a1b2c", "file", 64 * MIB).await;
     let (client, server) = fake_api(|method, path, _| match (method.as_str(), path) {
+        ("GET", "/apis/storage.k8s.io/v1/volumeattachments") => (200, attachments(&[])),
         ("PATCH", "/api/v1/persistentvolumes/pvc-0a1b2c") => {
             (200, serde_json::to_value(pv_json("Released", "Delete", 64 * MIB, true)).unwrap())
         }
@@ -405,9 +434,9 @@ async fn a_deleted_pv_gets_its_finalizer_removed_after_delete_volume() {
         .expect("finalized");
     drop(ctx);
     let seen = server.await.unwrap();
-    assert_eq!(seen.len(), 1, "{seen:#?}");
+    assert_eq!(seen.len(), 2, "{seen:#?}");
     assert_eq!(
-        seen[0].body[1],
+        seen[1].body[1],
         json!({"op": "remove", "path": "/metadata/finalizers/0"}),
         "kube's finalizer helper"
     );
@@ -429,4 +458,276 @@ async fn retain_and_bound_pvs_are_left_alone() {
     drop(ctx);
     assert!(server.await.unwrap().is_empty());
     assert!(driver.backend.load("pvc-0a1b2c").unwrap().is_some(), "the volume stays");
+}
+
+fn wffc_class() -> Value {
+    class(json!({"type": "block"}), json!({"volumeBindingMode": "WaitForFirstConsumer"}))
+}
+
+/// A claim of `class` with extra annotations (the storage-provisioner one is always there).
+fn annotated(class: &str, annotations: Value) -> PersistentVolumeClaim {
+    let mut pvc = claim(class, "64Mi", None);
+    let map = pvc.metadata.annotations.get_or_insert_default();
+    for (k, v) in annotations.as_object().unwrap() {
+        map.insert(k.clone(), v.as_str().unwrap().to_owned());
+    }
+    pvc
+}
+
+#[tokio::test]
+async fn a_wait_for_first_consumer_claim_waits_for_its_node_then_gets_a_volume_for_that_node() {
+    let driver = Driver::start().await;
+    let sc = wffc_class();
+    let (client, server) = fake_api(move |method, path, body| match (method.as_str(), path) {
+        ("GET", "/apis/storage.k8s.io/v1/storageclasses/workshop-block") => (200, sc.clone()),
+        ("GET", "/api/v1/persistentvolumes/pvc-0a1b2c") => not_found("pv"),
+        ("POST", "/api/v1/persistentvolumes") => echo(body),
+        ("POST", "/apis/events.k8s.io/v1/namespaces/apps/events") => echo(body),
+        other => panic!("unexpected request {other:?}"),
+    });
+    let ctx = context_with(
+        client,
+        &driver,
+        &[("worker1", Some(driver.backend.id())), ("worker2", Some(driver.backend.id()))],
+    );
+
+    // Before the scheduler has chosen: nothing happens, not even an Event.
+    controller::reconcile_claim(Arc::new(annotated("workshop-block", json!({}))), ctx.clone())
+        .await
+        .expect("waiting is not an error");
+    assert!(
+        driver.backend.load("pvc-0a1b2c").unwrap().is_none(),
+        "no CreateVolume before a node is selected"
+    );
+
+    // The scheduler wrote selected-node=worker2.
+    let selected = annotated("workshop-block", json!({"volume.kubernetes.io/selected-node": "worker2"}));
+    controller::reconcile_claim(Arc::new(selected), ctx.clone()).await.expect("provisioned");
+    drop(ctx);
+    let seen = server.await.unwrap();
+    assert_eq!(
+        calls(&seen),
+        [
+            "GET /apis/storage.k8s.io/v1/storageclasses/workshop-block",
+            "GET /api/v1/persistentvolumes/pvc-0a1b2c",
+            "GET /apis/storage.k8s.io/v1/storageclasses/workshop-block",
+            "GET /api/v1/persistentvolumes/pvc-0a1b2c",
+            "POST /api/v1/persistentvolumes",
+            "POST /apis/events.k8s.io/v1/namespaces/apps/events",
+        ],
+        "the first pass stops at WaitingForNode; the second provisions"
+    );
+    assert!(driver.backend.load("pvc-0a1b2c").unwrap().is_some(), "CreateVolume ran once the node was known");
+    let pv: PersistentVolume = serde_json::from_value(seen[4].body.clone()).unwrap();
+    let spec = pv.spec.unwrap();
+    let term =
+        &spec.node_affinity.expect("pinned to the volume's topology").required.unwrap().node_selector_terms
+            [0];
+    let expr = &term.match_expressions.as_ref().unwrap()[0];
+    assert_eq!(
+        (expr.key.as_str(), expr.values.clone().unwrap()),
+        (BACKEND_KEY, vec![driver.backend.id().to_owned()]),
+        "the driver answered with the backend segment of worker2's requisite"
+    );
+    assert_eq!(events(&seen)[0].0, "ProvisioningSucceeded");
+}
+
+/// The PATCH that took the selected node back, if any.
+fn unselect(seen: &[Seen]) -> Option<&Value> {
+    seen.iter()
+        .find(|s| {
+            s.method == Method::PATCH && s.path == "/api/v1/namespaces/apps/persistentvolumeclaims/data"
+        })
+        .map(|s| &s.body)
+}
+
+#[tokio::test]
+async fn a_selected_node_without_our_plugin_is_handed_back_to_the_scheduler() {
+    let driver = Driver::start().await;
+    let sc = wffc_class();
+    let (client, server) = fake_api(move |method, path, body| match (method.as_str(), path) {
+        ("GET", "/apis/storage.k8s.io/v1/storageclasses/workshop-block") => (200, sc.clone()),
+        ("GET", "/api/v1/persistentvolumes/pvc-0a1b2c") => not_found("pv"),
+        ("POST", "/apis/events.k8s.io/v1/namespaces/apps/events") => echo(body),
+        ("PATCH", "/api/v1/namespaces/apps/persistentvolumeclaims/data") => {
+            (200, serde_json::to_value(claim("workshop-block", "64Mi", None)).unwrap())
+        }
+        other => panic!("unexpected request {other:?}"),
+    });
+    let ctx = context(client, &driver);
+    let pvc = annotated("workshop-block", json!({"volume.kubernetes.io/selected-node": "control-plane"}));
+    controller::reconcile_claim(Arc::new(pvc), ctx.clone()).await.expect("rescheduling is not an error");
+    drop(ctx);
+    let seen = server.await.unwrap();
+    assert_eq!(
+        unselect(&seen),
+        Some(
+            &json!({"metadata": {"resourceVersion": "7", "annotations": {"volume.kubernetes.io/selected-node": null}}})
+        ),
+        "selected-node removed, guarded by the resourceVersion we read: {:#?}",
+        calls(&seen)
+    );
+    let events = events(&seen);
+    assert_eq!(events.len(), 1);
+    assert!(
+        events[0].1.contains("does not run our node plugin") && events[0].1.contains("scheduler"),
+        "{events:?}"
+    );
+    assert!(
+        driver.backend.load("pvc-0a1b2c").unwrap().is_none(),
+        "no CreateVolume for a node without the plugin"
+    );
+}
+
+#[tokio::test]
+async fn resource_exhausted_for_the_selected_node_hands_it_back_to_the_scheduler() {
+    let driver = Driver::start().await;
+    let sc = wffc_class();
+    let (client, server) = fake_api(move |method, path, body| match (method.as_str(), path) {
+        ("GET", "/apis/storage.k8s.io/v1/storageclasses/workshop-block") => (200, sc.clone()),
+        ("GET", "/api/v1/persistentvolumes/pvc-0a1b2c") => not_found("pv"),
+        ("POST", "/apis/events.k8s.io/v1/namespaces/apps/events") => echo(body),
+        ("PATCH", "/api/v1/namespaces/apps/persistentvolumeclaims/data") => {
+            (200, serde_json::to_value(claim("workshop-block", "64Mi", None)).unwrap())
+        }
+        other => panic!("unexpected request {other:?}: no PV after RESOURCE_EXHAUSTED"),
+    });
+    // worker2 is on another backend: the lab 02 driver cannot place a
+    // volume there and answers RESOURCE_EXHAUSTED.
+    let ctx = context_with(
+        client,
+        &driver,
+        &[("worker1", Some(driver.backend.id())), ("worker2", Some("san-elsewhere"))],
+    );
+    let pvc = annotated("workshop-block", json!({"volume.kubernetes.io/selected-node": "worker2"}));
+    controller::reconcile_claim(Arc::new(pvc), ctx.clone()).await.expect("rescheduling is not an error");
+    drop(ctx);
+    let seen = server.await.unwrap();
+    assert!(unselect(&seen).is_some(), "selected-node removed: {:#?}", calls(&seen));
+    let events = events(&seen);
+    assert!(events[0].1.contains("ResourceExhausted"), "{events:?}");
+    assert!(driver.backend.load("pvc-0a1b2c").unwrap().is_none());
+}
+
+#[tokio::test]
+async fn claims_with_a_selector_or_a_data_source_get_an_event_and_no_volume() {
+    for (what, extra, wanted) in [
+        ("selector", json!({"selector": {"matchLabels": {"disk": "ssd"}}}), "spec.selector"),
+        (
+            "snapshot",
+            json!({"dataSourceRef": {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "snap-1"}}),
+            "snapshot.storage.k8s.io/VolumeSnapshot snap-1",
+        ),
+    ] {
+        let driver = Driver::start().await;
+        let sc = class(json!({"type": "block"}), json!({}));
+        let (client, server) = fake_api(move |method, path, body| match (method.as_str(), path) {
+            ("GET", "/apis/storage.k8s.io/v1/storageclasses/workshop-block") => (200, sc.clone()),
+            ("GET", "/api/v1/persistentvolumes/pvc-0a1b2c") => not_found("pv"),
+            ("POST", "/apis/events.k8s.io/v1/namespaces/apps/events") => echo(body),
+            other => panic!("unexpected request {other:?}"),
+        });
+        let ctx = context(client, &driver);
+        let mut pvc = serde_json::to_value(claim("workshop-block", "64Mi", None)).unwrap();
+        pvc["spec"].as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let pvc: PersistentVolumeClaim = serde_json::from_value(pvc).unwrap();
+        controller::reconcile_claim(Arc::new(pvc), ctx.clone())
+            .await
+            .expect("a refusal is an Event, not an error");
+        drop(ctx);
+        let events = events(&server.await.unwrap());
+        assert_eq!(events.len(), 1, "{what}: {events:?}");
+        assert_eq!(events[0].0, "ProvisioningFailed", "{what}");
+        assert!(events[0].1.contains(wanted), "{what}: {events:?}");
+        assert!(driver.backend.load("pvc-0a1b2c").unwrap().is_none(), "{what}: no CreateVolume");
+    }
+}
+
+#[tokio::test]
+async fn an_immediate_claim_whose_only_node_lacks_a_topology_label_gets_an_event() {
+    let driver = Driver::start().await;
+    let sc = class(json!({"type": "block"}), json!({}));
+    let (client, server) = fake_api(move |method, path, body| match (method.as_str(), path) {
+        ("GET", "/apis/storage.k8s.io/v1/storageclasses/workshop-block") => (200, sc.clone()),
+        ("GET", "/api/v1/persistentvolumes/pvc-0a1b2c") => not_found("pv"),
+        ("POST", "/apis/events.k8s.io/v1/namespaces/apps/events") => echo(body),
+        other => panic!("unexpected request {other:?}"),
+    });
+    let ctx = context_with(client, &driver, &[("worker1", None)]);
+    controller::reconcile_claim(Arc::new(claim("workshop-block", "64Mi", None)), ctx.clone()).await.unwrap();
+    drop(ctx);
+    let events = events(&server.await.unwrap());
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(events[0].1.contains("worker1") && events[0].1.contains(BACKEND_KEY), "{events:?}");
+    assert!(driver.backend.load("pvc-0a1b2c").unwrap().is_none(), "no volume for a partial topology");
+}
+
+#[tokio::test]
+async fn a_released_pv_still_attached_waits_for_the_detach_before_delete_volume() {
+    let driver = Driver::start().await;
+    driver.existing_volume("pvc-0a1b2c", "block", 64 * MIB).await;
+    let (client, server) = fake_api(|method, path, _| match (method.as_str(), path) {
+        ("GET", "/apis/storage.k8s.io/v1/volumeattachments") => (200, attachments(&["worker1"])),
+        other => panic!("unexpected request {other:?}: no DELETE while attached"),
+    });
+    let ctx = context(client, &driver);
+    let requeue =
+        controller::reconcile_volume(Arc::new(pv_json("Released", "Delete", 64 * MIB, false)), ctx.clone())
+            .await
+            .expect("waiting for a detach is not an error");
+    assert_eq!(
+        requeue,
+        kube::runtime::controller::Action::requeue(Duration::from_secs(10)),
+        "looked at again soon"
+    );
+
+    // Deleted by someone while attached: the finalizer stays until the detach.
+    let err =
+        controller::reconcile_volume(Arc::new(pv_json("Released", "Delete", 64 * MIB, true)), ctx.clone())
+            .await
+            .expect_err("the finalizer must stay while attached");
+    assert!(err.to_string().contains("still attached to node(s) worker1"), "{err}");
+    drop(ctx);
+    assert_eq!(
+        calls(&server.await.unwrap()),
+        ["GET /apis/storage.k8s.io/v1/volumeattachments"; 2],
+        "no DeleteVolume, no DELETE, no finalizer patch"
+    );
+    assert!(driver.backend.load("pvc-0a1b2c").unwrap().is_some(), "the volume stays while attached");
+}
+
+#[tokio::test]
+async fn deleting_a_retain_pv_with_our_finalizer_removes_the_finalizer_and_keeps_the_volume() {
+    let driver = Driver::start().await;
+    driver.existing_volume("pvc-0a1b2c", "file", 64 * MIB).await;
+    let (client, server) = fake_api(|method, path, _| match (method.as_str(), path) {
+        ("PATCH", "/api/v1/persistentvolumes/pvc-0a1b2c") => {
+            (200, serde_json::to_value(pv_json("Released", "Retain", 64 * MIB, true)).unwrap())
+        }
+        other => panic!("unexpected request {other:?}"),
+    });
+    let ctx = context(client, &driver);
+    // Provisioned with Delete (so it has our finalizer), switched to Retain,
+    // then deleted by an administrator.
+    controller::reconcile_volume(Arc::new(pv_json("Released", "Retain", 64 * MIB, true)), ctx.clone())
+        .await
+        .expect("finalized");
+    // The same PV before anybody deletes it: the finalizer goes as well.
+    controller::reconcile_volume(Arc::new(pv_json("Released", "Retain", 64 * MIB, false)), ctx.clone())
+        .await
+        .expect("finalizer released");
+    drop(ctx);
+    let seen = server.await.unwrap();
+    assert_eq!(calls(&seen), ["PATCH /api/v1/persistentvolumes/pvc-0a1b2c"; 2], "no DeleteVolume, no DELETE");
+    assert_eq!(
+        seen[0].body[1],
+        json!({"op": "remove", "path": "/metadata/finalizers/0"}),
+        "being deleted: kube's finalizer helper lets it go"
+    );
+    assert_eq!(
+        seen[1].body,
+        json!({"metadata": {"finalizers": [], "resourceVersion": "9"}}),
+        "not being deleted: removed, guarded by the resourceVersion"
+    );
+    assert!(driver.backend.load("pvc-0a1b2c").unwrap().is_some(), "Retain: the volume stays");
 }

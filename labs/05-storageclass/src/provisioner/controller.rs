@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
-use k8s_openapi::api::storage::v1::{CSINode, StorageClass};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::storage::v1::{CSINode, StorageClass, VolumeAttachment};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -40,7 +40,9 @@ use lab01_identity::csi::{
 use serde_json::json;
 use tonic::transport::Channel;
 
-use super::decide::{self, ANN_STORAGE_PROVISIONER, ANN_STORAGE_PROVISIONER_BETA, FINALIZER, Reject};
+use super::decide::{
+    self, ANN_SELECTED_NODE, ANN_STORAGE_PROVISIONER, ANN_STORAGE_PROVISIONER_BETA, FINALIZER, Reject,
+};
 
 /// Errors of one reconciliation; the controller logs them and retries.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,8 @@ pub enum Error {
     Timeout { rpc: &'static str, timeout: Duration },
     #[error("CreateVolume returned no volume")]
     NoVolume,
+    #[error("PV {pv} is still attached to node(s) {}: DeleteVolume waits for the detach", nodes.join(", "))]
+    StillAttached { pv: String, nodes: Vec<String> },
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
@@ -77,6 +81,11 @@ pub struct Context {
 /// (its class may be created or fixed meanwhile; those changes don't
 /// trigger the claim).
 const RECHECK: Duration = Duration::from_secs(60);
+
+/// How long to wait before looking again at a Released PV whose volume is
+/// still attached somewhere (detaching takes external-attacher a moment;
+/// the VolumeAttachment's deletion does not trigger the PV).
+const ATTACHED_RECHECK: Duration = Duration::from_secs(10);
 
 impl Context {
     async fn call<T>(
@@ -111,9 +120,49 @@ impl Context {
     fn topologies(&self) -> Vec<decide::NodeTopology> {
         let nodes: Vec<Node> = self.nodes.state().iter().map(|n| (**n).clone()).collect();
         let csinodes: Vec<CSINode> = self.csinodes.state().iter().map(|n| (**n).clone()).collect();
-        decide::node_topologies(&nodes, &csinodes, &self.driver)
+        let topologies = decide::node_topologies(&nodes, &csinodes, &self.driver);
+        // plan_create leaves such nodes out of an Immediate claim's topology
+        // (or refuses a claim that selected one): say why, once per claim.
+        for node in topologies.iter().filter(|n| !n.missing.is_empty()) {
+            tracing::warn!(node = %node.name, missing = ?node.missing, "node lacks topology labels its CSINode lists; not offered to the driver");
+        }
+        topologies
+    }
+
+    /// The nodes whose VolumeAttachments still name `pv`. Read from the API
+    /// each time, not from a cache: a stale cache could let DeleteVolume
+    /// through while a node still has the volume.
+    async fn attached_nodes(&self, pv: &str) -> Result<Vec<String>, Error> {
+        let attachments =
+            Api::<VolumeAttachment>::all(self.client.clone()).list(&ListParams::default()).await?;
+        Ok(decide::attached_nodes(pv, &attachments.items))
     }
 }
+
+// ANCHOR: reschedule
+/// Takes the selected node back from a WaitForFirstConsumer claim, so that
+/// the scheduler picks a node again (see [`decide::should_reschedule`]).
+async fn reschedule(
+    ctx: &Context,
+    pvc: &PersistentVolumeClaim,
+    node: &str,
+    why: &str,
+) -> Result<Requeue, Error> {
+    let note = format!("{why}; removing {ANN_SELECTED_NODE}={node} so the scheduler can pick another node");
+    ctx.event(pvc, EventType::Warning, "ProvisioningFailed", note).await;
+    let namespace = pvc.namespace().unwrap_or_default();
+    let claims = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &namespace);
+    let patch = Patch::Merge(decide::unselect_node_patch(pvc));
+    match claims.patch(&pvc.name_any(), &PatchParams::default(), &patch).await {
+        Ok(_) => tracing::info!(claim = %pvc.name_any(), %node, "rescheduling: selected node removed"),
+        // The claim changed since we read it (perhaps a new node): the
+        // change brings it back to us anyway.
+        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Requeue::await_change())
+}
+// ANCHOR_END: reschedule
 
 fn asked_provisioner(pvc: &PersistentVolumeClaim) -> Option<&str> {
     let annotations = pvc.metadata.annotations.as_ref()?;
@@ -159,14 +208,27 @@ pub async fn reconcile_claim(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>)
             return Ok(Requeue::await_change());
         }
         Err(reject) => {
-            ctx.event(&pvc, EventType::Warning, "ProvisioningFailed", format!("cannot provision: {reject}"))
-                .await;
-            return Ok(Requeue::requeue(RECHECK));
+            let why = format!("cannot provision: {reject}");
+            if let Some(node) = decide::should_reschedule(&pvc, &class, decide::Failure::Rejected(&reject)) {
+                return reschedule(&ctx, &pvc, node, &why).await;
+            }
+            ctx.event(&pvc, EventType::Warning, "ProvisioningFailed", why).await;
+            // A selector or data source never goes away by itself: only a
+            // change of the claim (which triggers us) can help.
+            let later =
+                if reject.needs_new_claim() { Requeue::await_change() } else { Requeue::requeue(RECHECK) };
+            return Ok(later);
         }
     };
     let volume = match create_volume(&ctx, request).await {
         Ok(volume) => volume,
         Err(e) => {
+            if let Error::Csi { code, .. } = &e
+                && let Some(node) =
+                    decide::should_reschedule(&pvc, &class, decide::Failure::CreateVolume(*code))
+            {
+                return reschedule(&ctx, &pvc, node, &e.to_string()).await;
+            }
             ctx.event(&pvc, EventType::Warning, "ProvisioningFailed", e.to_string()).await;
             return Err(e);
         }
@@ -292,16 +354,30 @@ pub async fn reconcile_volume(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> R
     }
     let policy =
         pv.spec.as_ref().and_then(|s| s.persistent_volume_reclaim_policy.as_deref()).unwrap_or("Delete");
-    if policy != "Delete" && !pv.finalizers().iter().any(|f| f == FINALIZER) {
+    let has_finalizer = pv.finalizers().iter().any(|f| f == FINALIZER);
+    if policy != "Delete" && !has_finalizer {
         return Ok(Requeue::await_change()); // Retain: never ours to delete, no finalizer to add
     }
     let api = Api::<PersistentVolume>::all(ctx.client.clone());
+    if policy != "Delete" && pv.metadata.deletion_timestamp.is_none() {
+        // Provisioned with Delete, switched to Retain since (the policy is
+        // mutable): we will never delete this volume, so nothing is left
+        // for the finalizer to guard. Letting it go now means the PV does
+        // not depend on this provisioner still running when it is deleted.
+        return release_finalizer(&api, &pv).await;
+    }
     finalizer(&api, FINALIZER, pv, |event| async {
         match event {
             // Released: delete the volume, then the PV; the PV's deletion
             // comes back to us as Cleanup, which lets the finalizer go.
             Finalizer::Apply(pv) => {
                 if let decide::Action::Delete { volume_id } = decide::on_released(&pv, &ctx.driver) {
+                    let attached = ctx.attached_nodes(&pv.name_any()).await?;
+                    if !attached.is_empty() {
+                        // external-attacher has not detached it yet; look again soon.
+                        tracing::info!(pv = %pv.name_any(), nodes = ?attached, "released but still attached; waiting for the detach");
+                        return Ok(Requeue::requeue(ATTACHED_RECHECK));
+                    }
                     delete_volume(&ctx, &volume_id).await?;
                     match api.delete(&pv.name_any(), &DeleteParams::default()).await {
                         Ok(_) => {}
@@ -314,13 +390,20 @@ pub async fn reconcile_volume(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> R
             // The PV is being deleted (by us above, or by someone else while
             // still bound): with policy Delete the volume goes too, as
             // Kubernetes' HonorPVReclaimPolicy asks. DeleteVolume is
-            // idempotent, so calling it again after Apply did is fine.
+            // idempotent, so calling it again after Apply did is fine. With
+            // Retain the volume stays, and the finalizer simply goes.
             Finalizer::Cleanup(pv) => {
                 let spec = pv.spec.as_ref();
                 let delete =
                     spec.and_then(|s| s.persistent_volume_reclaim_policy.as_deref()).unwrap_or("Delete")
                         == "Delete";
                 if let Some(csi) = spec.and_then(|s| s.csi.as_ref()).filter(|_| delete) {
+                    // An error keeps the finalizer (and so the PV) until the
+                    // detach is done; error_policy retries.
+                    let nodes = ctx.attached_nodes(&pv.name_any()).await?;
+                    if !nodes.is_empty() {
+                        return Err(Error::StillAttached { pv: pv.name_any(), nodes });
+                    }
                     delete_volume(&ctx, &csi.volume_handle).await?;
                 }
                 Ok(Requeue::await_change())
@@ -331,6 +414,23 @@ pub async fn reconcile_volume(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> R
     .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 // ANCHOR_END: reconcile-volume
+
+/// Removes our finalizer from a PV that is not being deleted. A merge patch
+/// replaces the whole list, so it carries the resourceVersion we read: if
+/// the PV changed meanwhile (another finalizer added, say) the API server
+/// answers 409 and the next reconcile, on the new version, tries again.
+async fn release_finalizer(api: &Api<PersistentVolume>, pv: &PersistentVolume) -> Result<Requeue, Error> {
+    let others: Vec<&String> = pv.finalizers().iter().filter(|f| *f != FINALIZER).collect();
+    let patch = json!({"metadata": {"finalizers": others, "resourceVersion": pv.metadata.resource_version}});
+    match api.patch(&pv.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
+        Ok(_) => {
+            tracing::info!(pv = %pv.name_any(), "reclaim policy Retain: finalizer removed, the volume stays")
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Requeue::await_change())
+}
 
 /// Failed reconciliations are logged and retried after a pause.
 pub fn error_policy<K: Resource<DynamicType = ()>>(

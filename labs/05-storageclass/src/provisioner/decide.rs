@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{
     CSIPersistentVolumeSource, Node, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
     ObjectReference, PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec, VolumeNodeAffinity,
 };
-use k8s_openapi::api::storage::v1::{CSINode, StorageClass};
+use k8s_openapi::api::storage::v1::{CSINode, StorageClass, VolumeAttachment};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use lab01_identity::csi::volume_capability::access_mode::Mode;
@@ -52,18 +52,56 @@ pub enum Reject {
     NoAccessModes,
     #[error("access mode {0:?} is unknown")]
     BadAccessMode(String),
+    #[error(
+        "the claim has spec.selector: a provisioner makes a new volume, it cannot choose among \
+         existing PVs by label (drop the selector, or bind the claim to a PV statically)"
+    )]
+    Selector,
+    #[error(
+        "the claim asks to be filled from {0}: csi-provisioner-rs implements no cloning, no \
+         restore from snapshots and no volume populators, so it never makes an empty volume instead"
+    )]
+    DataSource(String),
     #[error("the selected node {0:?} does not run our node plugin (no CSINode entry for the driver)")]
     NodeWithoutDriver(String),
+    #[error(
+        "node {node:?} lacks the label(s) {} that its CSINode lists as topology keys of the driver \
+         (kubelet sets them when the node plugin registers)",
+        keys.join(", ")
+    )]
+    MissingTopologyLabels { node: String, keys: Vec<String> },
     #[error("no node runs our node plugin, so no topology to ask for")]
     NoNodesWithDriver,
 }
 
+impl Reject {
+    /// Whether only a change of the claim itself can lift the refusal. A
+    /// claim's selector and data source are immutable, so looking again
+    /// later is pointless; the others (a class, a node, a label) may be
+    /// fixed meanwhile without touching the claim.
+    pub fn needs_new_claim(&self) -> bool {
+        matches!(
+            self,
+            Reject::Selector
+                | Reject::DataSource(_)
+                | Reject::NoSizeRequested
+                | Reject::BadSize(_)
+                | Reject::NoAccessModes
+                | Reject::BadAccessMode(_)
+        )
+    }
+}
+
 /// A node that runs our node plugin, and its topology segment: the node's
 /// labels for the keys its CSINode entry lists for our driver.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NodeTopology {
     pub name: String,
     pub segments: BTreeMap<String, String>,
+    /// Topology keys of the CSINode entry that the Node has no label for.
+    /// Such a node has no complete segment: asking for the partial one
+    /// would let the driver place the volume anywhere along the missing key.
+    pub missing: Vec<String>,
 }
 
 /// The PV name for a claim: the same on every retry, so CreateVolume (which
@@ -94,7 +132,8 @@ pub fn is_ours(pvc: &PersistentVolumeClaim, class: &StorageClass, driver: &str) 
 }
 // ANCHOR_END: is-ours
 
-/// The nodes that run our node plugin, with their topology segments.
+/// The nodes that run our node plugin, with their topology segments (and
+/// the keys whose label a node lacks, in [`NodeTopology::missing`]).
 pub fn node_topologies(nodes: &[Node], csinodes: &[CSINode], driver: &str) -> Vec<NodeTopology> {
     let mut out: Vec<NodeTopology> = csinodes
         .iter()
@@ -106,17 +145,36 @@ pub fn node_topologies(nodes: &[Node], csinodes: &[CSINode], driver: &str) -> Ve
                 .find(|n| n.metadata.name.as_deref() == Some(&name))
                 .and_then(|n| n.metadata.labels.clone())
                 .unwrap_or_default();
-            let segments = entry
-                .topology_keys
-                .iter()
-                .flatten()
-                .filter_map(|key| Some((key.clone(), labels.get(key)?.clone())))
-                .collect();
-            Some(NodeTopology { name, segments })
+            let mut segments = BTreeMap::new();
+            let mut missing = Vec::new();
+            for key in entry.topology_keys.iter().flatten() {
+                match labels.get(key) {
+                    Some(value) => {
+                        segments.insert(key.clone(), value.clone());
+                    }
+                    None => missing.push(key.clone()),
+                }
+            }
+            Some(NodeTopology { name, segments, missing })
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
+}
+
+/// What the claim's `dataSourceRef` (or the older `dataSource`) names, as
+/// `group/Kind name` (`PersistentVolumeClaim name` for the core group).
+pub fn data_source(pvc: &PersistentVolumeClaim) -> Option<String> {
+    let spec = pvc.spec.as_ref()?;
+    let (group, kind, name) = match (&spec.data_source_ref, &spec.data_source) {
+        (Some(r), _) => (r.api_group.as_deref(), r.kind.as_str(), r.name.as_str()),
+        (None, Some(r)) => (r.api_group.as_deref(), r.kind.as_str(), r.name.as_str()),
+        (None, None) => return None,
+    };
+    Some(match group.filter(|g| !g.is_empty()) {
+        Some(group) => format!("{group}/{kind} {name}"),
+        None => format!("{kind} {name}"),
+    })
 }
 
 /// The CSI access mode for a Kubernetes one.
@@ -167,6 +225,16 @@ pub fn plan_create(
     class: &StorageClass,
     nodes: &[NodeTopology],
 ) -> Result<CreateVolumeRequest, Reject> {
+    // Two things a claim may ask that we cannot give. Provisioning anyway
+    // would hand the user an empty volume where they asked for a PV chosen
+    // by label, or for a copy of their data.
+    let claim_spec = pvc.spec.as_ref();
+    if claim_spec.and_then(|s| s.selector.as_ref()).is_some() {
+        return Err(Reject::Selector);
+    }
+    if let Some(source) = data_source(pvc) {
+        return Err(Reject::DataSource(source));
+    }
     let required_bytes = requested_bytes(pvc)?;
     let k8s_modes = pvc.spec.as_ref().and_then(|s| s.access_modes.clone()).unwrap_or_default();
     if k8s_modes.is_empty() {
@@ -199,23 +267,34 @@ pub fn plan_create(
     // TODO(lab05): the topology requirement. WaitForFirstConsumer: the
     // ANN_SELECTED_NODE's segment as requisite and preferred (no annotation
     // yet: Reject::WaitingForNode; a node not in `nodes`:
-    // Reject::NodeWithoutDriver). Immediate: every node's segment (no
-    // duplicates) as requisite and preferred (none: Reject::NoNodesWithDriver).
+    // Reject::NodeWithoutDriver; one with `missing` labels:
+    // Reject::MissingTopologyLabels). Immediate: the segment of every node
+    // with no `missing` label (no duplicates) as requisite and preferred
+    // (none: Reject::NoNodesWithDriver, or MissingTopologyLabels for the
+    // first incomplete node when that is why).
     // ANCHOR: solution
     let topology = |segments: &BTreeMap<String, String>| Topology {
         segments: segments.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
     };
+    let incomplete =
+        |n: &NodeTopology| Reject::MissingTopologyLabels { node: n.name.clone(), keys: n.missing.clone() };
     let segments: Vec<Topology> = if wait_for_first_consumer(class) {
         let selected = annotation(&pvc.metadata, ANN_SELECTED_NODE).ok_or(Reject::WaitingForNode)?;
         let node = nodes
             .iter()
             .find(|n| n.name == selected)
             .ok_or_else(|| Reject::NodeWithoutDriver(selected.to_owned()))?;
+        if !node.missing.is_empty() {
+            return Err(incomplete(node));
+        }
         vec![topology(&node.segments)]
     } else {
-        let unique: BTreeSet<&BTreeMap<String, String>> = nodes.iter().map(|n| &n.segments).collect();
+        // A node with an incomplete segment is left out, not asked for by
+        // its partial segment; the controller logs it.
+        let unique: BTreeSet<&BTreeMap<String, String>> =
+            nodes.iter().filter(|n| n.missing.is_empty()).map(|n| &n.segments).collect();
         if unique.is_empty() {
-            return Err(Reject::NoNodesWithDriver);
+            return Err(nodes.first().map_or(Reject::NoNodesWithDriver, incomplete));
         }
         unique.into_iter().map(topology).collect()
     };
@@ -368,6 +447,69 @@ pub fn pv_capacity(pv: &PersistentVolume) -> Option<i64> {
     parse_bytes(&quantity.0).ok()
 }
 
+/// What went wrong for a claim, as [`should_reschedule`] sees it.
+#[derive(Debug, Clone, Copy)]
+pub enum Failure<'a> {
+    /// [`plan_create`] refused the claim.
+    Rejected(&'a Reject),
+    /// CreateVolume answered with this code.
+    CreateVolume(tonic::Code),
+}
+
+// ANCHOR: should-reschedule
+/// The node to hand back to the scheduler: for a WaitForFirstConsumer claim
+/// whose selected node cannot get the volume. The scheduler chose the node
+/// before anyone asked the driver; if the node has no plugin (or an
+/// incomplete topology) or the driver answers RESOURCE_EXHAUSTED for it (no
+/// room there), waiting does not help. Removing `selected-node` makes the
+/// scheduler pick again, perhaps another node, as upstream's
+/// sig-storage-lib-external-provisioner does (`ProvisioningReschedule`).
+pub fn should_reschedule<'a>(
+    pvc: &'a PersistentVolumeClaim,
+    class: &StorageClass,
+    failure: Failure<'_>,
+) -> Option<&'a str> {
+    if !wait_for_first_consumer(class) {
+        return None; // Immediate: nobody selected a node
+    }
+    let retry_elsewhere = match failure {
+        Failure::Rejected(Reject::NodeWithoutDriver(_) | Reject::MissingTopologyLabels { .. }) => true,
+        Failure::Rejected(_) => false,
+        Failure::CreateVolume(code) => code == tonic::Code::ResourceExhausted,
+    };
+    annotation(&pvc.metadata, ANN_SELECTED_NODE).filter(|_| retry_elsewhere)
+}
+// ANCHOR_END: should-reschedule
+
+/// The merge patch that takes the selected node back. It carries the
+/// claim's resourceVersion, so it fails (409 Conflict) if the claim changed
+/// since we read it: a node the scheduler selected meanwhile is never
+/// removed by mistake.
+pub fn unselect_node_patch(pvc: &PersistentVolumeClaim) -> serde_json::Value {
+    serde_json::json!({"metadata": {
+        "resourceVersion": pvc.metadata.resource_version,
+        "annotations": {ANN_SELECTED_NODE: null},
+    }})
+}
+
+// ANCHOR: attached-nodes
+/// The nodes whose VolumeAttachment still names the PV. DeleteVolume must
+/// wait until there are none: deleting a volume still attached (or being
+/// detached) would pull it from under a node, and external-attacher could
+/// no longer ControllerUnpublish it. Upstream external-provisioner checks
+/// the same before it deletes.
+pub fn attached_nodes(pv_name: &str, attachments: &[VolumeAttachment]) -> Vec<String> {
+    let mut nodes: Vec<String> = attachments
+        .iter()
+        .filter(|va| va.spec.source.persistent_volume_name.as_deref() == Some(pv_name))
+        .map(|va| va.spec.node_name.clone())
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    nodes
+}
+// ANCHOR_END: attached-nodes
+
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::{
@@ -419,6 +561,16 @@ mod tests {
         NodeTopology {
             name: name.into(),
             segments: BTreeMap::from([(BACKEND.into(), backend.into()), (NODE.into(), name.into())]),
+            missing: vec![],
+        }
+    }
+
+    /// A node whose Node object lacks the backend label its CSINode lists.
+    fn unlabelled(name: &str) -> NodeTopology {
+        NodeTopology {
+            name: name.into(),
+            segments: BTreeMap::from([(NODE.into(), name.into())]),
+            missing: vec![BACKEND.into()],
         }
     }
 
@@ -611,6 +763,87 @@ mod tests {
             [topo("w1", "san-1"), topo("w2", "san-1")],
             "zone is not one of our keys; cp has no plugin"
         );
+
+        let bare: Node =
+            serde_json::from_value(json!({"metadata": {"name": "w3", "labels": {NODE: "w3"}}})).unwrap();
+        assert_eq!(
+            node_topologies(&[bare], &[csinode("w3", DRIVER)], DRIVER),
+            [unlabelled("w3")],
+            "a key without a label is reported missing, not silently dropped"
+        );
+    }
+
+    #[test]
+    fn a_node_missing_a_topology_label_is_refused_when_selected_and_skipped_otherwise() {
+        let wffc = class("WaitForFirstConsumer", json!({}));
+        let on_w3 = claim(
+            json!({ANN_STORAGE_PROVISIONER: DRIVER, ANN_SELECTED_NODE: "w3"}),
+            &["ReadWriteOnce"],
+            "1Gi",
+        );
+        assert_eq!(
+            plan_create(&on_w3, &wffc, &[topo("w1", "san-1"), unlabelled("w3")]),
+            Err(Reject::MissingTopologyLabels { node: "w3".into(), keys: vec![BACKEND.into()] }),
+            "the selected node has no complete segment"
+        );
+
+        let immediate = class("Immediate", json!({}));
+        let pvc = claim(ours(), &["ReadWriteOnce"], "1Gi");
+        let req = plan_create(&pvc, &immediate, &[topo("w1", "san-1"), unlabelled("w3")]).unwrap();
+        assert_eq!(requisite(&req), [topo("w1", "san-1").segments], "w3's partial segment is not asked for");
+        assert_eq!(
+            plan_create(&pvc, &immediate, &[unlabelled("w3")]),
+            Err(Reject::MissingTopologyLabels { node: "w3".into(), keys: vec![BACKEND.into()] }),
+            "when no node is complete, say why"
+        );
+    }
+
+    #[test]
+    fn claims_with_a_selector_or_a_data_source_are_refused() {
+        let c = class("Immediate", json!({}));
+        let nodes = [topo("w1", "san-1")];
+        let with = |spec: serde_json::Value| {
+            let mut pvc = claim(ours(), &["ReadWriteOnce"], "1Gi");
+            let mut merged = serde_json::to_value(pvc.spec.take().unwrap()).unwrap();
+            merged.as_object_mut().unwrap().extend(spec.as_object().unwrap().clone());
+            pvc.spec = Some(serde_json::from_value(merged).unwrap());
+            pvc
+        };
+        let cases = [
+            (
+                "a label selector",
+                with(json!({"selector": {"matchLabels": {"disk": "ssd"}}})),
+                Err(Reject::Selector),
+            ),
+            (
+                "a clone of another claim",
+                with(json!({"dataSource": {"kind": "PersistentVolumeClaim", "name": "old"}})),
+                Err(Reject::DataSource("PersistentVolumeClaim old".into())),
+            ),
+            (
+                "a snapshot to restore",
+                with(
+                    json!({"dataSourceRef": {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "snap-1"}}),
+                ),
+                Err(Reject::DataSource("snapshot.storage.k8s.io/VolumeSnapshot snap-1".into())),
+            ),
+            (
+                "a volume populator (dataSourceRef only)",
+                with(
+                    json!({"dataSourceRef": {"apiGroup": "hello.example.com", "kind": "Hello", "name": "h"}}),
+                ),
+                Err(Reject::DataSource("hello.example.com/Hello h".into())),
+            ),
+        ];
+        for (what, pvc, want) in cases {
+            assert_eq!(plan_create(&pvc, &c, &nodes).map(|_| ()), want, "{what}");
+        }
+        assert!(Reject::Selector.needs_new_claim() && Reject::DataSource(String::new()).needs_new_claim());
+        assert!(!Reject::NoNodesWithDriver.needs_new_claim(), "a node may come");
+        assert!(
+            plan_create(&claim(ours(), &["ReadWriteOnce"], "1Gi"), &c, &nodes).is_ok(),
+            "neither: provisioned"
+        );
     }
 
     fn created(topology: &[(&str, &str)]) -> Volume {
@@ -725,5 +958,79 @@ mod tests {
         c.allow_volume_expansion = Some(true);
         assert_eq!(plan_expand(&pvc, &volume, &c), Some(2 << 30));
         assert_eq!(plan_expand(&claim(ours(), &["ReadWriteOnce"], "1Gi"), &volume, &c), None, "same size");
+    }
+
+    #[test]
+    fn a_selected_node_that_cannot_get_the_volume_is_handed_back_to_the_scheduler() {
+        let wffc = class("WaitForFirstConsumer", json!({}));
+        let immediate = class("Immediate", json!({}));
+        let on_w2 = claim(
+            json!({ANN_STORAGE_PROVISIONER: DRIVER, ANN_SELECTED_NODE: "w2"}),
+            &["ReadWriteOnce"],
+            "1Gi",
+        );
+        let no_node = claim(ours(), &["ReadWriteOnce"], "1Gi");
+        let without_driver = Reject::NodeWithoutDriver("w2".into());
+        let unlabelled = Reject::MissingTopologyLabels { node: "w2".into(), keys: vec![BACKEND.into()] };
+        let bad_size = Reject::BadSize("x".into());
+        let cases = [
+            ("node without our plugin", &on_w2, &wffc, Failure::Rejected(&without_driver), Some("w2")),
+            ("node without our labels", &on_w2, &wffc, Failure::Rejected(&unlabelled), Some("w2")),
+            (
+                "no room there (RESOURCE_EXHAUSTED)",
+                &on_w2,
+                &wffc,
+                Failure::CreateVolume(tonic::Code::ResourceExhausted),
+                Some("w2"),
+            ),
+            ("another CreateVolume error", &on_w2, &wffc, Failure::CreateVolume(tonic::Code::Internal), None),
+            ("a claim no node can fix", &on_w2, &wffc, Failure::Rejected(&bad_size), None),
+            (
+                "Immediate: no node was selected",
+                &on_w2,
+                &immediate,
+                Failure::CreateVolume(tonic::Code::ResourceExhausted),
+                None,
+            ),
+            (
+                "no selected-node annotation",
+                &no_node,
+                &wffc,
+                Failure::CreateVolume(tonic::Code::ResourceExhausted),
+                None,
+            ),
+        ];
+        for (what, pvc, class, failure, want) in cases {
+            assert_eq!(should_reschedule(pvc, class, failure), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn unselecting_a_node_removes_only_that_annotation_and_carries_the_resource_version() {
+        let mut pvc = claim(json!({ANN_SELECTED_NODE: "w2"}), &["ReadWriteOnce"], "1Gi");
+        pvc.metadata.resource_version = Some("41".into());
+        assert_eq!(
+            unselect_node_patch(&pvc),
+            json!({"metadata": {"resourceVersion": "41", "annotations": {ANN_SELECTED_NODE: null}}})
+        );
+    }
+
+    #[test]
+    fn attached_nodes_lists_every_attachment_of_the_pv() {
+        let va = |pv: &str, node: &str| -> VolumeAttachment {
+            serde_json::from_value(json!({
+                "metadata": {"name": format!("csi-{pv}-{node}")},
+                "spec": {"attacher": DRIVER, "nodeName": node, "source": {"persistentVolumeName": pv}},
+            }))
+            .unwrap()
+        };
+        let all = [va("pvc-1", "w2"), va("pvc-2", "w1"), va("pvc-1", "w1")];
+        for (what, pv, want) in [
+            ("attached twice (moving between nodes)", "pvc-1", vec!["w1", "w2"]),
+            ("attached once", "pvc-2", vec!["w1"]),
+            ("not attached", "pvc-3", vec![]),
+        ] {
+            assert_eq!(attached_nodes(pv, &all), want, "{what}");
+        }
     }
 }

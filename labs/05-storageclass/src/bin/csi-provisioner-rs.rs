@@ -20,7 +20,7 @@ use lab01_identity::csi::GetPluginInfoRequest;
 use lab01_identity::csi::controller_client::ControllerClient;
 use lab01_identity::csi::identity_client::IdentityClient;
 use lab05_storageclass::provisioner::controller::{self, Context};
-use lab05_storageclass::provisioner::leader::{self, Elector};
+use lab05_storageclass::provisioner::leader::{self, Elector, Timing};
 use tracing::{info, warn};
 
 #[derive(Debug, Parser)]
@@ -38,6 +38,15 @@ struct Args {
     /// The Lease's namespace; default: the Pod's (from the service account).
     #[arg(long, env = "POD_NAMESPACE")]
     leader_election_namespace: Option<String>,
+    /// How long a standby waits after the last renewal before it takes the Lease.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    leader_election_lease_duration: Duration,
+    /// How long the leader tries to renew before it gives up leading (and exits).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    leader_election_renew_deadline: Duration,
+    /// The pause between attempts to renew (leader) or acquire (standby).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    leader_election_retry_period: Duration,
     /// The limit for each CSI call, e.g. 60s or 2m.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     timeout: Duration,
@@ -128,60 +137,66 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
 
-    let elector = if args.leader_election {
+    // The caches first, so that a new leader acts at once; a standby keeps
+    // them warm (two watches, cheap) while it waits for the Lease.
+    let (nodes, csinodes, drive_stores) = controller::node_stores(&client);
+    let stores = tokio::spawn(drive_stores);
+    let reporter = Reporter { controller: "csi-provisioner-rs".into(), instance: Some(identity.clone()) };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client: client.clone(),
+        csi: ControllerClient::new(channel),
+        driver: driver.clone(),
+        nodes,
+        csinodes,
+        timeout: args.timeout,
+        expansion: args.enable_expansion,
+    });
+    let caches = async {
+        ctx.nodes.wait_until_ready().await?;
+        ctx.csinodes.wait_until_ready().await
+    };
+    tokio::select! {
+        ready = caches => ready.context("the Node and CSINode caches")?,
+        () = &mut shutdown => return Ok(()),
+    }
+
+    let result = if args.leader_election {
+        let timing = Timing {
+            lease_duration: args.leader_election_lease_duration,
+            renew_deadline: args.leader_election_renew_deadline,
+            retry_period: args.leader_election_retry_period,
+        };
+        timing.validate().map_err(anyhow::Error::msg).context("--leader-election-*")?;
         let namespace =
             args.leader_election_namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
         let elector = Elector::new(
             Api::<Lease>::namespaced(client.clone(), &namespace),
             leader::lease_name(&driver),
             identity.clone(),
-        );
+        )
+        .with_timing(timing);
         tokio::select! {
             () = elector.acquire() => {}
             () = &mut shutdown => return Ok(()),
         }
-        Some(elector)
+        // Leader: stop acting as soon as the Lease is lost (see Elector::lead).
+        elector.lead(&mut shutdown, |stop| controller::run(ctx, stop.wait())).await
     } else {
-        None
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let controllers = tokio::spawn(controller::run(ctx, async move {
+            let _ = stop_rx.await;
+        }));
+        (&mut shutdown).await;
+        let _ = stop_tx.send(());
+        controllers.await.context("controllers")?;
+        Ok(())
     };
-
-    let (nodes, csinodes, drive_stores) = controller::node_stores(&client);
-    let stores = tokio::spawn(drive_stores);
-    let reporter = Reporter { controller: "csi-provisioner-rs".into(), instance: Some(identity) };
-    let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
-        client,
-        csi: ControllerClient::new(channel),
-        driver,
-        nodes,
-        csinodes,
-        timeout: args.timeout,
-        expansion: args.enable_expansion,
-    });
-    ctx.nodes.wait_until_ready().await.context("node cache")?;
-    ctx.csinodes.wait_until_ready().await.context("CSINode cache")?;
-
-    // Leader: stop acting as soon as the Lease is lost (exit, and let the Pod
-    // restart as a candidate), as the Go sidecars do.
-    let lost = async move {
-        match &elector {
-            Some(elector) => elector.keep_renewing().await,
-            None => std::future::pending().await,
-        }
-    };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let controllers = tokio::spawn(controller::run(ctx, async move {
-        let _ = stop_rx.await;
-    }));
-    let lost_lease = tokio::select! {
-        () = &mut shutdown => false,
-        () = lost => true,
-    };
-    let _ = stop_tx.send(());
-    controllers.await.context("controllers")?;
     stores.abort();
-    if lost_lease {
-        bail!("lost the leader Lease");
+    if let Err(lost) = result {
+        // A non-zero exit: kubelet restarts the container, which comes back
+        // as a candidate, as the Go sidecars do after OnStoppedLeading.
+        bail!("stopped leading: {lost}");
     }
     Ok(())
 }

@@ -153,10 +153,32 @@ cluster_poll() {
   done
 }
 
+# One line per node: "<name> TAB <spec.unschedulable> TAB <labels as JSON>".
+# A field the node does not have prints as nothing: kubectl's jsonpath
+# printer allows missing keys. (A filter such as
+# `.items[?(@.spec.unschedulable!=true)]` does not: client-go's jsonpath
+# drops the items that lack the field, which is every ordinary node.)
+CLUSTER_NODE_FIELDS='{.metadata.name}{"\t"}{.spec.unschedulable}{"\t"}{.metadata.labels}{"\n"}'
+
 # cluster_workers: the schedulable nodes that are not control planes, sorted.
 cluster_workers() {
-  kubectl --request-timeout=30s get nodes -l '!node-role.kubernetes.io/control-plane' \
-    -o jsonpath='{range .items[?(@.spec.unschedulable!=true)]}{.metadata.name}{"\n"}{end}' | sort
+  local out
+  out=$(kubectl --request-timeout=30s get nodes -o jsonpath="{range .items[*]}$CLUSTER_NODE_FIELDS{end}") || return 1
+  cluster_workers_from_nodes <<<"$out" | sort
+}
+
+# cluster_workers_from_nodes: reads CLUSTER_NODE_FIELDS lines on stdin and
+# prints the names of the worker nodes: not cordoned (unschedulable: true)
+# and without a control-plane role label (node-role.kubernetes.io/
+# control-plane, or the older .../master). The label's value is "" on kind
+# and kubeadm, so the test is whether the key is present.
+cluster_workers_from_nodes() {
+  awk -F '\t' '
+    $1 == "" { next }
+    $2 == "true" { next }
+    $3 ~ /"node-role\.kubernetes\.io\/(control-plane|master)"/ { next }
+    { print $1 }
+  '
 }
 
 # cluster_pod_on NODE SELECTOR [NAMESPACE]: the name of the pod matching

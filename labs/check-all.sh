@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# labs/check-all.sh [WORKSPACE] [--stages LIST] [--cluster MODE] [--keep]
+# labs/check-all.sh [WORKSPACE] [--stages LIST] [--cluster MODE] [--keep] [--strict]
 #
 # Runs every labs/NN-*/check.sh in order with the same arguments, shows each
 # one's output, then a table of per-lab results and times, and ends with the
 # summed line `N passed, N failed, N skipped`. Exits 1 if any lab failed.
+# --strict (or CHECK_STRICT=1), for grading: each lab counts a step it
+# cannot run (not root, no cluster) as failed instead of skipped.
 set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -12,8 +14,9 @@ source "$here/check-lib.sh" # for fmt_duration and the colours only
 
 case ${1:-} in
   -h | --help)
-    echo "usage: $0 [WORKSPACE] [--stages LIST] [--cluster kind|existing|none] [--keep]"
+    echo "usage: $0 [WORKSPACE] [--stages LIST] [--cluster kind|existing|none] [--keep] [--strict]"
     echo "Runs every labs/NN-*/check.sh with these arguments and sums the results."
+    echo "--strict: a step that cannot run here counts as failed, not skipped (for grading)."
     exit 0
     ;;
 esac

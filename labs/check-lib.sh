@@ -2,7 +2,7 @@
 # labs/check-lib.sh: the shared part of every lab's check.sh. Source it, then:
 #
 #   source "$(dirname "${BASH_SOURCE[0]}")/../check-lib.sh"
-#   check_init "$@"            # [WORKSPACE] [--stages ...] [--cluster ...] [--keep]
+#   check_init "$@"            # [WORKSPACE] [--stages ...] [--cluster ...] [--keep] [--strict]
 #   if stage build; then
 #     check "the workspace builds" "run cargo build and read the first error" \
 #       ws_cargo build --workspace --all-targets
@@ -23,6 +23,7 @@
 #   check_output DESC HINT REGEX CMD...     PASS when CMD exits 0 and stdout matches REGEX
 #   check_fails_with DESC HINT CODE CMD...  PASS when CMD exits non-zero printing code=CODE
 #   skip DESC REASON                        SKIP, counted apart, never as passed
+#                                           (with --strict: FAIL, for grading)
 #   rcheck / rcheck_output / rcheck_fails_with  the same, SKIP unless root (ROOT_REASON)
 #   note TEXT                               an indented line of information
 #   last_output                             stdout of the last check* command
@@ -45,12 +46,15 @@
 #   STAGES        comma list of stages to run (build,tests,local,cluster)
 #   CLUSTER_MODE  kind | existing | none
 #   KEEP          1 with --keep: keep the kind cluster and the logs
+#   CHECK_STRICT  1 with --strict (or CHECK_STRICT=1 in the environment):
+#                 a step that cannot run is a FAIL, not a SKIP
 #   LOG_DIR       temp dir with one log per check and per background process
 #   TARGET_DIR    cargo's target dir for WS ($CARGO_TARGET_DIR or $WS/target)
 #   BIN_DIR       $TARGET_DIR/debug, where `ws_cargo build` puts the binaries
 #
 # Tunables (environment): CHECK_TIMEOUT (seconds per check, default 900),
-# CHECK_COLOR (auto|always|never), NO_COLOR, KIND_CLUSTER (default csi-workshop).
+# CHECK_COLOR (auto|always|never), NO_COLOR, KIND_CLUSTER (default csi-workshop),
+# CHECK_STRICT (1: as --strict).
 
 # ------------------------------------------------------------------ helpers
 
@@ -132,7 +136,7 @@ CHECK_STAGES_ALL=${CHECK_STAGES_ALL:-build,tests,local,cluster}
 
 check_usage() {
   cat <<EOF
-usage: ${CHECK_SCRIPT:-check.sh} [WORKSPACE] [--stages LIST] [--cluster kind|existing|none] [--keep]
+usage: ${CHECK_SCRIPT:-check.sh} [WORKSPACE] [--stages LIST] [--cluster kind|existing|none] [--keep] [--strict]
 
   WORKSPACE   root of the workspace to grade: a trainee's copy made by
               'cargo run -p xtask -- starter NN --out DIR' (default: this repo)
@@ -141,6 +145,9 @@ usage: ${CHECK_SCRIPT:-check.sh} [WORKSPACE] [--stages LIST] [--cluster kind|exi
               existing: the cluster of the current kubectl context
               none: skip the cluster stage
   --keep      keep the kind cluster and the logs afterwards
+  --strict    for grading: a step that cannot run here (not root, no
+              cluster) is a FAIL instead of a SKIP, so only a machine that
+              runs every step can pass (also: CHECK_STRICT=1)
 EOF
 }
 
@@ -155,6 +162,7 @@ check_init() {
 
   local ws='' stages=$CHECK_STAGES_ALL cluster=kind
   KEEP=0
+  [[ ${CHECK_STRICT:-0} == 1 ]] || CHECK_STRICT=0
   while (($#)); do
     case $1 in
       --stages) (($# >= 2)) || _die "--stages needs a value"; stages=$2; shift ;;
@@ -162,6 +170,7 @@ check_init() {
       --cluster) (($# >= 2)) || _die "--cluster needs a value"; cluster=$2; shift ;;
       --cluster=*) cluster=${1#*=} ;;
       --keep) KEEP=1 ;;
+      --strict) CHECK_STRICT=1 ;;
       -h | --help) check_usage; exit 0 ;;
       -*) check_usage >&2; _die "unknown option: $1" ;;
       *) [[ -z $ws ]] || _die "two workspaces given: $ws and $1"; ws=$1 ;;
@@ -186,7 +195,7 @@ check_init() {
   TARGET_DIR=${CARGO_TARGET_DIR:-$WS/target}
   BIN_DIR=$TARGET_DIR/debug
   KIND_CLUSTER=${KIND_CLUSTER:-csi-workshop}
-  export WS LAB_NAME LAB_NUM LAB_TAG LAB_DIR CHECK_DIR REPO_ROOT STAGES CLUSTER_MODE KEEP TARGET_DIR BIN_DIR KIND_CLUSTER
+  export WS LAB_NAME LAB_NUM LAB_TAG LAB_DIR CHECK_DIR REPO_ROOT STAGES CLUSTER_MODE KEEP TARGET_DIR BIN_DIR KIND_CLUSTER CHECK_STRICT
 
   ROOT_REASON=$(_root_reason)
   LOG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/check-$LAB_NAME.XXXXXX") || _die "cannot create a temp dir"
@@ -205,7 +214,8 @@ check_init() {
   trap 'exit 143' TERM
 
   printf '%s== %s check%s  workspace %s\n' "$C_HEAD" "$LAB_TAG ($LAB_NAME)" "$C_OFF" "$WS"
-  printf '   stages %s, cluster %s%s\n' "$STAGES" "$CLUSTER_MODE" "$([[ $KEEP == 1 ]] && echo ', --keep')"
+  printf '   stages %s, cluster %s%s%s\n' "$STAGES" "$CLUSTER_MODE" "$([[ $KEEP == 1 ]] && echo ', --keep')" \
+    "$([[ $CHECK_STRICT == 1 ]] && echo ', --strict (a SKIP counts as FAIL)')"
 }
 
 # ------------------------------------------------------------------ stages
@@ -394,9 +404,17 @@ check_fails_with() {
 }
 
 # skip DESC REASON: a check not run; counted as skipped, never as passed.
+# With --strict it is counted as failed instead: grading needs every step.
+# Either way it returns 0, so the script goes on as it would after a SKIP.
 skip() {
   local desc=$1 reason=${2:-}
   _begin "$desc"
+  if [[ ${CHECK_STRICT:-0} == 1 ]]; then
+    _FAILED=$((_FAILED + 1)) _S_FAILED=$((_S_FAILED + 1))
+    printf '%sFAIL%s (not run: %s)\n' "$C_FAIL" "$C_OFF" "$reason"
+    printf '      hint: --strict counts a step that cannot run as failed; run the check where it can (root, a cluster), or without --strict to see it as SKIP\n'
+    return 0
+  fi
   _SKIPPED=$((_SKIPPED + 1)) _S_SKIPPED=$((_S_SKIPPED + 1))
   printf '%sSKIP%s (%s)\n' "$C_SKIP" "$C_OFF" "$reason"
   return 0
@@ -536,10 +554,19 @@ cluster_stage_unavailable() {
   note "use --cluster existing for the current kubectl context, or install Docker and kind"
 }
 
+# _kind_create: the cluster from the graded workspace's kind-config.yaml, or
+# from this repository's when the workspace has none. Never without one:
+# kind's default is a single node, and the checks need two workers sharing
+# the SAN directory.
 _kind_create() {
-  local cfg=()
-  [[ -f $WS/kind-config.yaml ]] && cfg=(--config "$WS/kind-config.yaml")
-  kind create cluster --name "$KIND_CLUSTER" "${cfg[@]}" --kubeconfig "$LOG_DIR/kubeconfig" --wait 120s
+  local cfg=$WS/kind-config.yaml
+  if [[ ! -f $cfg ]]; then
+    cfg=$REPO_ROOT/kind-config.yaml
+    echo "$WS has no kind-config.yaml; using $cfg"
+  fi
+  [[ -f $cfg ]] || { echo "no kind-config.yaml in $WS or $REPO_ROOT: refusing to create kind's one-node default" >&2; return 1; }
+  echo "kind create cluster --name $KIND_CLUSTER --config $cfg"
+  kind create cluster --name "$KIND_CLUSTER" --config "$cfg" --kubeconfig "$LOG_DIR/kubeconfig" --wait 120s
 }
 
 # cluster_up: with --cluster kind, creates the kind cluster $KIND_CLUSTER (or

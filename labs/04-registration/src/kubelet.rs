@@ -14,6 +14,15 @@
 //!
 //! When a socket disappears, kubelet deregisters the plugin.
 //!
+//! kubelet keeps one registration per driver *name*. A second socket that
+//! announces a name already registered is refused at validation unless its
+//! highest supported version is strictly higher ("another driver with the
+//! same name is already registered with a higher supported version"); a
+//! higher one replaces the registration. [`PluginWatcher`] models that rule.
+//! Two quirks of kubelet it does not model: a deregistration removes the
+//! name whichever socket registered it last, and a replacement that then
+//! fails at NodeGetInfo removes the name altogether.
+//!
 //! Differences, on purpose: kubelet uses inotify; [`PluginWatcher`] polls the
 //! directory every [`POLL_INTERVAL`] (200 ms), which needs no extra crate and
 //! sees the same creations and removals, a little later. It does not descend
@@ -21,6 +30,7 @@
 //! (kubelet retries with a back-off), and prints what it *would* write to
 //! the API server instead of writing it.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::future::Future;
@@ -56,6 +66,11 @@ pub enum RegisterError {
     #[error("plugin validation failed: {0}")]
     Validation(String),
     #[error(
+        "plugin validation failed: another driver with the same name {name:?} is already registered \
+         with a higher supported version: {existing:?} (a second registration needs a strictly higher one, {offered:?} is not)"
+    )]
+    AlreadyRegistered { name: String, existing: String, offered: String },
+    #[error(
         "dialing the driver at {endpoint} failed: {reason} (kubelet dials the advertised endpoint \
          on the host: is --kubelet-registration-path the driver socket's host path?)"
     )]
@@ -74,7 +89,7 @@ impl RegisterError {
         match self {
             Self::DialRegistration { .. } => "dial-registration",
             Self::GetInfo { .. } => "get-info",
-            Self::UnknownType(_) | Self::Validation(_) => "validate",
+            Self::UnknownType(_) | Self::Validation(_) | Self::AlreadyRegistered { .. } => "validate",
             Self::DialDriver { .. } => "dial-driver",
             Self::NodeGetInfo { .. } | Self::InvalidNodeInfo(_) => "node-get-info",
             Self::Notify { .. } => "notify",
@@ -297,37 +312,110 @@ impl fmt::Display for Event {
 }
 // ANCHOR_END: event-lines
 
-/// Parses `1.2.3`, `v1.2` (major.minor[.patch], optional `v`), like
-/// kubelet's generic version parser.
-pub fn parse_version(text: &str) -> Option<(u64, u64, u64)> {
-    let text = text.trim();
-    let parts: Vec<&str> = text.strip_prefix('v').unwrap_or(text).split('.').collect();
-    if !(2..=3).contains(&parts.len()) {
+/// A version as kubelet reads the ones a plugin offers: with the generic
+/// parser of `k8s.io/apimachinery/pkg/util/version` (`ParseGeneric`).
+#[derive(Debug, Clone)]
+pub struct Version {
+    components: Vec<u64>,
+}
+
+impl Version {
+    pub fn major(&self) -> u64 {
+        self.components[0]
+    }
+
+    pub fn components(&self) -> &[u64] {
+        &self.components
+    }
+}
+
+/// Like Go's `compareInternal` for generic versions: component by
+/// component, a missing one counting as 0 (`1.2` equals `1.2.0`).
+impl Ord for Version {
+    fn cmp(&self, other: &Self) -> Ordering {
+        let n = self.components.len().max(other.components.len());
+        let at = |v: &Self, i: usize| v.components.get(i).copied().unwrap_or(0);
+        (0..n).map(|i| at(self, i).cmp(&at(other, i))).find(|o| o.is_ne()).unwrap_or(Ordering::Equal)
+    }
+}
+
+impl PartialOrd for Version {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Version {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for Version {}
+
+/// The numbers only, as Go's `Version.String()` prints a generic version:
+/// `v1.0.0-rc1` prints `1.0.0`.
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.components.iter().map(u64::to_string).collect();
+        f.write_str(&parts.join("."))
+    }
+}
+
+/// `ParseGeneric`: leading whitespace, an optional `v`, then two or more
+/// dot-separated numbers (the first without a leading zero), then anything
+/// at all, which is ignored: `1.2.3.4`, `1.0.0-rc1` and `v1.2abc` are
+/// versions, `1`, `1.x`, `01.2` and `V1.2` are not. (Go's pattern is
+/// `^\s*v?([0-9]+(?:\.[0-9]+)*)(.*)*$`, whose `.` stops at a newline, so
+/// the rest may not hold one.)
+pub fn parse_version(text: &str) -> Option<Version> {
+    let text = text.trim_start_matches([' ', '\t', '\n', '\r', '\x0c']);
+    let text = text.strip_prefix('v').unwrap_or(text);
+    let bytes = text.as_bytes();
+    let digits_from = |start: usize| bytes[start..].iter().take_while(|b| b.is_ascii_digit()).count();
+    let mut parts: Vec<&str> = Vec::new();
+    let mut at = 0;
+    loop {
+        let n = digits_from(at);
+        if n == 0 {
+            return None; // only reached for the first part: no number at all
+        }
+        parts.push(&text[at..at + n]);
+        at += n;
+        // Another part only if a digit follows the dot; else `.x` is the rest.
+        if bytes.get(at) == Some(&b'.') && bytes.get(at + 1).is_some_and(u8::is_ascii_digit) {
+            at += 1;
+        } else {
+            break;
+        }
+    }
+    if parts.len() < 2 || text[at..].contains('\n') {
         return None;
     }
-    let mut numbers = parts.iter().map(|p| p.parse::<u64>().ok());
-    Some((numbers.next()??, numbers.next()??, numbers.next().unwrap_or(Some(0))?))
+    if parts[0].len() > 1 && parts[0].starts_with('0') {
+        return None;
+    }
+    // Go's ParseUint fails past u64 (uint on 64-bit machines).
+    let components = parts.iter().map(|p| p.parse::<u64>().ok()).collect::<Option<Vec<u64>>>()?;
+    Some(Version { components })
 }
 
 // ANCHOR: highest-supported-version
 /// The version kubelet would use: the highest one whose major version is at
 /// most 1, and it must be 1 (CSI 0.x is no longer supported; 2.x might not
-/// be compatible).
+/// be compatible). Versions that do not parse are skipped; kubelet reports
+/// the last parse error only if nothing usable is left.
 pub fn highest_supported_version(versions: &[String]) -> Result<String, String> {
     if versions.is_empty() {
         return Err("the plugin returned an empty list of supported versions".to_owned());
     }
-    let best = versions
-        .iter()
-        .filter_map(|v| parse_version(v).map(|parsed| (parsed, v)))
-        .filter(|((major, _, _), _)| *major <= 1)
-        .max_by_key(|(parsed, _)| *parsed);
+    let best = versions.iter().filter_map(|v| parse_version(v)).filter(|v| v.major() <= 1).max();
     match best {
         None => Err(format!("none of the versions {versions:?} is usable: kubelet speaks CSI 1.x")),
-        Some(((major, _, _), v)) if major != 1 => {
+        Some(v) if v.major() != 1 => {
             Err(format!("the highest supported version is {v}, but kubelet needs CSI 1.x"))
         }
-        Some((_, v)) => Ok(v.clone()),
+        Some(v) => Ok(v.to_string()),
     }
 }
 // ANCHOR_END: highest-supported-version
@@ -352,6 +440,25 @@ pub fn validate_plugin_info(info: &PluginInfo) -> Result<String, RegisterError> 
 }
 // ANCHOR_END: validate-plugin-info
 
+/// kubelet's rule for a name it has registered already: the newcomer must
+/// offer a strictly higher version. `registered` maps each registered name
+/// to the version kubelet picked for it.
+pub fn check_supersedes(
+    name: &str,
+    version: &str,
+    registered: &BTreeMap<String, String>,
+) -> Result<(), RegisterError> {
+    let Some(existing) = registered.get(name) else { return Ok(()) };
+    match (parse_version(existing), parse_version(version)) {
+        (Some(old), Some(new)) if old >= new => Err(RegisterError::AlreadyRegistered {
+            name: name.to_owned(),
+            existing: existing.clone(),
+            offered: version.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 async fn within<T, E: fmt::Display>(
     timeout: Duration,
     call: impl Future<Output = Result<T, E>>,
@@ -366,10 +473,13 @@ fn status_reason(status: tonic::Status) -> String {
     format!("{:?}: {}", status.code(), status.message())
 }
 
-/// One registration attempt for the socket at `socket`, step by step.
+/// One registration attempt for the socket at `socket`, step by step;
+/// `registered` holds the names kubelet has registered already (name to
+/// version).
 pub async fn register_plugin<F: FnMut(Event)>(
     socket: &Path,
     options: &Options,
+    registered: &BTreeMap<String, String>,
     emit: &mut F,
 ) -> Result<Registration, Failure> {
     let failure =
@@ -389,7 +499,7 @@ pub async fn register_plugin<F: FnMut(Event)>(
     emit(Event::Info { socket: socket.to_owned(), info: info.clone() });
     let name = info.name.clone();
 
-    match node_registration(socket, &info, options, emit).await {
+    match node_registration(socket, &info, options, registered, emit).await {
         Ok(registration) => {
             emit(Event::WouldWrite(registration.clone()));
             if let Err(reason) = notify(&mut client, options, true, String::new()).await {
@@ -421,9 +531,11 @@ async fn node_registration<F: FnMut(Event)>(
     socket: &Path,
     info: &PluginInfo,
     options: &Options,
+    registered: &BTreeMap<String, String>,
     emit: &mut F,
 ) -> Result<Registration, RegisterError> {
     let version = validate_plugin_info(info)?;
+    check_supersedes(&info.name, &version, registered)?;
     emit(Event::Validated { name: info.name.clone(), version: version.clone() });
 
     // ANCHOR: dial-endpoint
@@ -501,11 +613,25 @@ pub struct PluginWatcher {
     options: Options,
     plugins: BTreeMap<PathBuf, Known>,
     ignored: BTreeSet<PathBuf>,
+    /// Registered driver names and their versions, as kubelet's CSI
+    /// handler keeps them (one entry per name).
+    drivers: BTreeMap<String, String>,
 }
 
 impl PluginWatcher {
     pub fn new(dir: impl Into<PathBuf>, options: Options) -> Self {
-        Self { dir: dir.into(), options, plugins: BTreeMap::new(), ignored: BTreeSet::new() }
+        Self {
+            dir: dir.into(),
+            options,
+            plugins: BTreeMap::new(),
+            ignored: BTreeSet::new(),
+            drivers: BTreeMap::new(),
+        }
+    }
+
+    /// The driver names registered now, with the version kubelet picked.
+    pub fn registered(&self) -> &BTreeMap<String, String> {
+        &self.drivers
     }
 
     pub fn dir(&self) -> &Path {
@@ -525,7 +651,11 @@ impl PluginWatcher {
         for socket in gone {
             if let Some(known) = self.plugins.remove(&socket) {
                 emit(match known.registered {
-                    Some(name) => Event::Deregistered { name, socket },
+                    Some(name) => {
+                        // kubelet forgets the name, whichever socket holds it now.
+                        self.drivers.remove(&name);
+                        Event::Deregistered { name, socket }
+                    }
                     None => Event::Removed { socket },
                 });
             }
@@ -536,10 +666,11 @@ impl PluginWatcher {
                 continue;
             }
             emit(Event::Found { socket: socket.clone() });
-            let attempt = register_plugin(&socket, &self.options, emit).await;
+            let attempt = register_plugin(&socket, &self.options, &self.drivers, emit).await;
             let registered = match &attempt {
                 Ok(registration) => {
                     emit(Event::Registered(registration.clone()));
+                    self.drivers.insert(registration.name.clone(), registration.version.clone());
                     Some(registration.name.clone())
                 }
                 Err(failure) => {
@@ -605,11 +736,30 @@ mod tests {
 
     #[test]
     fn versions_parse_like_kubelets_generic_parser() {
-        assert_eq!(parse_version("1.0.0"), Some((1, 0, 0)));
-        assert_eq!(parse_version("v1.2"), Some((1, 2, 0)));
-        assert_eq!(parse_version("1"), None);
-        assert_eq!(parse_version("1.x"), None);
-        assert_eq!(parse_version("1.2.3.4"), None);
+        let parsed = |text: &str| parse_version(text).map(|v| v.components().to_vec());
+        assert_eq!(parsed("1.0.0"), Some(vec![1, 0, 0]));
+        assert_eq!(parsed("v1.2"), Some(vec![1, 2]));
+        // Two or more numbers, then anything at all (ignored).
+        assert_eq!(parsed("1.2.3.4"), Some(vec![1, 2, 3, 4]));
+        assert_eq!(parsed("1.0.0-rc1"), Some(vec![1, 0, 0]));
+        assert_eq!(parsed("v1.2abc"), Some(vec![1, 2]));
+        assert_eq!(parsed("1.2.x"), Some(vec![1, 2]));
+        assert_eq!(parsed("  \tv1.3 "), Some(vec![1, 3]));
+        assert_eq!(parsed("1.02"), Some(vec![1, 2]), "only the first number may not have a leading zero");
+        assert_eq!(parsed("0.3.0"), Some(vec![0, 3, 0]));
+        for bad in ["", "1", "1.x", "v", "01.2", "V1.2", "one", "1.2\n", "x1.2", "18446744073709551616.0"] {
+            assert!(parse_version(bad).is_none(), "{bad:?} must not parse");
+        }
+    }
+
+    #[test]
+    fn versions_compare_with_missing_components_as_zero() {
+        let v = |text: &str| parse_version(text).unwrap();
+        assert_eq!(v("1.2"), v("1.2.0"));
+        assert_eq!(v("1.0.0-rc1"), v("1.0.0"), "the rest after the numbers does not count");
+        assert!(v("1.2.3.4") > v("1.2.3"));
+        assert!(v("1.10.0") > v("1.9.9"));
+        assert_eq!(v("v1.0.0-rc1").to_string(), "1.0.0");
     }
 
     #[test]
@@ -619,10 +769,27 @@ mod tests {
         };
         assert_eq!(v(&["1.0.0"]), Ok("1.0.0".into()));
         assert_eq!(v(&["0.3.0", "1.2.0", "1.10.0", "2.0.0"]), Ok("1.10.0".into()));
+        assert_eq!(v(&["1.2.3.4", "1.2.3"]), Ok("1.2.3.4".into()));
+        assert_eq!(v(&["v1.1.0-rc1", "junk"]), Ok("1.1.0".into()), "unparsable entries are skipped");
         assert!(v(&["0.3.0"]).is_err(), "CSI 0.x is refused");
         assert!(v(&["2.0.0"]).is_err(), "CSI 2.x is not known to be compatible");
         assert!(v(&[]).is_err());
         assert!(v(&["one"]).is_err());
+    }
+
+    #[test]
+    fn a_registered_name_is_taken_again_only_with_a_higher_version() {
+        let registered = BTreeMap::from([("csi.workshop.dev".to_owned(), "1.0.0".to_owned())]);
+        assert!(check_supersedes("other.example.com", "1.0.0", &registered).is_ok());
+        assert!(matches!(
+            check_supersedes("csi.workshop.dev", "1.0.0", &registered),
+            Err(RegisterError::AlreadyRegistered { .. })
+        ));
+        assert!(check_supersedes("csi.workshop.dev", "1.0", &registered).is_err(), "1.0 equals 1.0.0");
+        assert!(check_supersedes("csi.workshop.dev", "1.1.0", &registered).is_ok());
+        let err = check_supersedes("csi.workshop.dev", "0.9.0", &registered).unwrap_err();
+        assert_eq!(err.step(), "validate");
+        assert!(err.to_string().contains("already registered with a higher supported version"), "{err}");
     }
 
     #[test]

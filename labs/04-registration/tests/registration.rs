@@ -302,7 +302,7 @@ async fn a_stale_registration_socket_left_by_a_crash_is_replaced() {
 }
 
 #[tokio::test]
-async fn healthz_is_ok_while_the_socket_answers_and_503_once_it_is_gone() {
+async fn healthz_answers_404_without_a_registration_socket_and_200_while_it_answers_getinfo() {
     let scene = Scene::new();
     let mut registrar = RunningRegistrar::start(lab04_registration::registrar::Config {
         http_endpoint: Some("127.0.0.1:0".into()),
@@ -311,18 +311,24 @@ async fn healthz_is_ok_while_the_socket_answers_and_503_once_it_is_gone() {
     let addr =
         registrar.wait_for("/healthz must listen", |s| s.health_addr.is_some()).await.health_addr.unwrap();
     let (code, body) = http_get(addr, "/healthz").await;
-    assert_eq!(code, 503, "no registration socket yet (driver down): {body}");
+    assert_eq!(code, 404, "no registration socket yet (driver down), 404 as node-driver-registrar: {body}");
 
     let _driver = scene.start_driver().await;
     let socket = registrar.wait_until_serving().await;
     let (code, body) = http_get(addr, "/healthz").await;
-    assert_eq!(code, 200, "the socket is served and answers GetInfo: {body}");
+    assert_eq!(code, 200, "the socket is served and GetInfo names our driver: {body}");
     assert!(body.contains(DRIVER), "{body}");
 
     std::fs::remove_file(&socket).unwrap();
     let (code, body) = http_get(addr, "/healthz").await;
-    assert_eq!(code, 503, "a removed socket is unhealthy: {body}");
+    assert_eq!(code, 404, "a removed socket is unhealthy, 404 as node-driver-registrar: {body}");
     assert!(body.contains(&socket.display().to_string()), "the reason must name the socket: {body}");
+
+    // Something else in the socket's place: 500, as upstream.
+    std::fs::write(&socket, b"not a socket").unwrap();
+    let (code, body) = http_get(addr, "/healthz").await;
+    assert_eq!(code, 500, "a plain file where the socket was is a 500: {body}");
+    std::fs::remove_file(&socket).unwrap();
     registrar.stop().await.expect("stops cleanly");
 }
 
@@ -344,4 +350,40 @@ async fn a_host_path_is_dialled_through_the_endpoint_prefix_map() {
         attempt.unwrap_or_else(|f| panic!("the mapped path must be dialled: {}{}", f.error, lines(&events)));
     assert_eq!(registration.endpoint, format!("{host_dir}/csi.sock"), "kubelet reports the host path");
     assert_eq!(registration.dialed, scene.csi_socket());
+}
+
+#[tokio::test]
+async fn a_second_socket_for_a_registered_name_is_refused_unless_its_version_is_higher() {
+    let scene = Scene::new();
+    let _driver = scene.start_driver().await;
+    let registry = scene.registry();
+    let mut watcher = scene.watcher();
+    let _first =
+        FakePlugin::start(&registry.join("a-reg.sock"), plugin_info(DRIVER, &scene.csi_socket(), &["1.0.0"]));
+    let (events, attempt) = watch_until_attempt(&mut watcher).await;
+    attempt.unwrap_or_else(|f| panic!("the first socket registers: {}{}", f.error, lines(&events)));
+
+    // The same name and the same version from another socket: kubelet keeps the first.
+    let mut same =
+        FakePlugin::start(&registry.join("b-reg.sock"), plugin_info(DRIVER, &scene.csi_socket(), &["1.0.0"]));
+    let (events, attempt) = watch_until_attempt(&mut watcher).await;
+    let failure = attempt.expect_err("a second registration with the same version must be refused");
+    assert!(
+        matches!(failure.error, RegisterError::AlreadyRegistered { .. }),
+        "kubelet refuses a name it has, unless the version is higher; got {:?}{}",
+        failure.error,
+        lines(&events)
+    );
+    assert_eq!(failure.error.step(), "validate");
+    assert!(!same.verdict().await.plugin_registered, "the refused plugin must be told");
+
+    // A higher version takes the name over.
+    let _higher =
+        FakePlugin::start(&registry.join("c-reg.sock"), plugin_info(DRIVER, &scene.csi_socket(), &["1.1.0"]));
+    let (events, attempt) = watch_until_attempt(&mut watcher).await;
+    let registration = attempt.unwrap_or_else(|f| {
+        panic!("a higher version must replace the registration: {}{}", f.error, lines(&events))
+    });
+    assert_eq!(registration.version, "1.1.0");
+    assert_eq!(watcher.registered().get(DRIVER).map(String::as_str), Some("1.1.0"));
 }

@@ -21,6 +21,33 @@ const KUBELET_DIR: &str = "/var/lib/kubelet";
 /// The provisioner of static classes, whose PVs an administrator creates.
 const NO_PROVISIONER: &str = "kubernetes.io/no-provisioner";
 
+/// Manifests this lab's rules reach but other labs own, with a problem
+/// their owners still have to fix (see each test's message). Their findings
+/// are printed as KNOWN instead of failing the test, so that lab 04's own
+/// manifests stay checked strictly meanwhile. Remove an entry once fixed.
+const OWNED_ELSEWHERE: &[(&str, &str)] = &[
+    // livenessprobe without imagePullPolicy, and with the deprecated --health-port.
+    ("labs/01-identity/deploy", "lab 01"),
+];
+
+/// Who owns `dir`, when it is one of [`OWNED_ELSEWHERE`].
+fn owned_elsewhere(dir: &str) -> Option<&'static str> {
+    OWNED_ELSEWHERE.iter().find(|(prefix, _)| dir.starts_with(prefix)).map(|(_, owner)| *owner)
+}
+
+/// Splits findings `(render dir, message)` into the ones that fail the test
+/// and the ones that are only printed (manifests owned elsewhere).
+fn strict_problems(test: &str, findings: Vec<(String, String)>) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (dir, message) in findings {
+        match owned_elsewhere(&dir) {
+            Some(owner) => println!("KNOWN {test} ({owner} owns {dir}): {message}"),
+            None => problems.push(message),
+        }
+    }
+    problems
+}
+
 // ------------------------------------------------------------------ rendering
 
 /// One kustomization, rendered.
@@ -320,8 +347,8 @@ fn every_kustomization_renders_to_some_objects() {
 }
 
 #[test]
-fn our_containers_use_the_workshop_image_and_never_pull_it() {
-    with_renders("our_containers_use_the_workshop_image_and_never_pull_it", |renders| {
+fn our_containers_use_the_workshop_image() {
+    with_renders("our_containers_use_the_workshop_image", |renders| {
         let mut problems = Vec::new();
         let mut ours = 0;
         for t in pod_templates(renders) {
@@ -335,20 +362,104 @@ fn our_containers_use_the_workshop_image_and_never_pull_it() {
                         c.image
                     ));
                 }
-                // The image is loaded into the nodes (kind load), never pulled:
-                // Always (or the :latest default) would try a registry.
-                if c.pull_policy.as_deref() != Some("IfNotPresent") {
-                    problems.push(format!(
-                        "{}: container {} has imagePullPolicy {:?}, want IfNotPresent",
-                        t.what(),
-                        c.name,
-                        c.pull_policy
-                    ));
-                }
             }
         }
         assert!(ours > 0, "no container uses {IMAGE} at all");
         assert_no_problems("containers of ours", problems);
+    });
+}
+
+#[test]
+fn every_container_says_image_pull_policy_if_not_present() {
+    with_renders("every_container_says_image_pull_policy_if_not_present", |renders| {
+        // Ours is loaded into the nodes (kind load), never pulled: Always (or
+        // the default for :latest) would try a registry. The sidecars'
+        // tags are pinned, so a node that has the image may reuse it; the
+        // policy is spelled out so that nobody has to know the defaulting
+        // rule to read the manifest.
+        let mut findings = Vec::new();
+        let mut containers = 0;
+        for t in pod_templates(renders) {
+            for c in &t.containers {
+                containers += 1;
+                if c.pull_policy.as_deref() != Some("IfNotPresent") {
+                    findings.push((
+                        t.render.dir.clone(),
+                        format!(
+                            "{}: container {} ({}) has imagePullPolicy {:?}, want IfNotPresent",
+                            t.what(),
+                            c.name,
+                            c.image,
+                            c.pull_policy
+                        ),
+                    ));
+                }
+            }
+        }
+        assert!(containers > 0, "no containers at all");
+        let problems = strict_problems("every_container_says_image_pull_policy_if_not_present", findings);
+        assert_no_problems("image pull policies", problems);
+    });
+}
+
+#[test]
+fn no_sidecar_is_given_a_deprecated_flag() {
+    with_renders("no_sidecar_is_given_a_deprecated_flag", |renders| {
+        // (sidecar image, flag prefix, why)
+        let deprecated = [
+            ("livenessprobe", "--health-port", "deprecated: use --http-endpoint=:PORT"),
+            ("csi-node-driver-registrar", "--health-port", "deprecated: use --http-endpoint=:PORT"),
+            (
+                "csi-provisioner",
+                "--feature-gates=Topology=",
+                "Topology is GA and always on; the gate is slated for removal",
+            ),
+        ];
+        let mut findings = Vec::new();
+        for t in pod_templates(renders) {
+            for c in t.containers.iter().filter(|c| !c.is_ours()) {
+                let repo = image_repository(&c.image);
+                for (image, flag, why) in deprecated {
+                    if repo.ends_with(&format!("/{image}")) && c.args.iter().any(|a| a.starts_with(flag)) {
+                        findings.push((
+                            t.render.dir.clone(),
+                            format!("{}: {} passes {flag}…: {why}", t.what(), c.name),
+                        ));
+                    }
+                }
+            }
+        }
+        let problems = strict_problems("no_sidecar_is_given_a_deprecated_flag", findings);
+        assert_no_problems("deprecated sidecar flags", problems);
+    });
+}
+
+#[test]
+fn each_sidecar_has_one_version_across_all_manifests() {
+    with_renders("each_sidecar_has_one_version_across_all_manifests", |renders| {
+        // The book and the manifests' comments name one version per
+        // sidecar; two in the manifests means one of them was forgotten.
+        let mut tags: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+        for t in pod_templates(renders) {
+            if owned_elsewhere(&t.render.dir).is_some() {
+                continue;
+            }
+            for c in t.containers.iter().filter(|c| !c.is_ours()) {
+                if let Some(tag) = image_tag(&c.image) {
+                    tags.entry(image_repository(&c.image).to_owned())
+                        .or_default()
+                        .entry(tag.to_owned())
+                        .or_default()
+                        .push(t.what());
+                }
+            }
+        }
+        let problems: Vec<String> = tags
+            .iter()
+            .filter(|(_, by_tag)| by_tag.len() > 1)
+            .map(|(repo, by_tag)| format!("{repo} is used with several tags: {by_tag:?}"))
+            .collect();
+        assert_no_problems("sidecar versions", problems);
     });
 }
 
@@ -510,6 +621,14 @@ fn the_registrar_serves_its_socket_in_kubelets_plugins_registry() {
 #[test]
 fn the_node_driver_is_privileged_and_shares_kubelets_mounts_bidirectionally() {
     with_renders("the_node_driver_is_privileged_and_shares_kubelets_mounts_bidirectionally", |renders| {
+        // Drivers that serve block volumes (a class of theirs says type:
+        // block): those attach loop devices, so they need the host's /dev.
+        let block_drivers: BTreeSet<&str> = renders
+            .iter()
+            .flat_map(|r| &r.objects)
+            .filter(|o| kind(o) == "StorageClass" && o["parameters"]["type"].as_str() == Some("block"))
+            .filter_map(|c| c["provisioner"].as_str())
+            .collect();
         let mut problems = Vec::new();
         let mut node_drivers = 0;
         for t in pod_templates(renders) {
@@ -517,6 +636,7 @@ fn the_node_driver_is_privileged_and_shares_kubelets_mounts_bidirectionally() {
             if !matches!(driver.flag("--mode"), Some("node" | "all")) || !t.owner.starts_with("DaemonSet") {
                 continue;
             }
+            let serves_block = block_drivers.contains(driver.flag("--drivername").unwrap_or(DRIVER));
             node_drivers += 1;
             if !driver.privileged {
                 problems
@@ -532,7 +652,7 @@ fn the_node_driver_is_privileged_and_shares_kubelets_mounts_bidirectionally() {
                 )),
                 None => problems.push(format!("{}: the node driver does not mount {KUBELET_DIR}", t.what())),
             }
-            if driver.mount_at("/dev").and_then(|m| t.host_path(&m.volume)) != Some("/dev") {
+            if serves_block && driver.mount_at("/dev").and_then(|m| t.host_path(&m.volume)) != Some("/dev") {
                 problems
                     .push(format!("{}: the node driver does not mount the host's /dev at /dev", t.what()));
             }
@@ -613,7 +733,14 @@ fn every_storage_class_provisions_with_our_csidriver() {
         let objects = || renders.iter().flat_map(|r| r.objects.iter().map(move |o| (r, o)));
         let drivers: BTreeSet<&str> =
             objects().filter(|(_, o)| kind(o) == "CSIDriver").map(|(_, o)| name(o)).collect();
-        assert_eq!(drivers, BTreeSet::from([DRIVER]), "the CSIDriver objects of all kustomizations");
+        assert!(drivers.contains(DRIVER), "no CSIDriver {DRIVER} in any kustomization: {drivers:?}");
+        // Lab 05 adds a second, file-only driver; every one is ours.
+        for driver in &drivers {
+            assert!(
+                *driver == DRIVER || driver.ends_with(&format!(".{DRIVER}")),
+                "CSIDriver {driver} is not one of the workshop's ({DRIVER} or *.{DRIVER})"
+            );
+        }
         let mut problems = Vec::new();
         let mut classes = 0;
         for (render, class) in objects().filter(|(_, o)| kind(o) == "StorageClass") {
@@ -623,9 +750,9 @@ fn every_storage_class_provisions_with_our_csidriver() {
             if provisioner == NO_PROVISIONER {
                 continue;
             }
-            if provisioner != DRIVER {
+            if !drivers.contains(provisioner) {
                 problems.push(format!(
-                    "{}: StorageClass {} has provisioner {provisioner:?}, not {DRIVER} (or {NO_PROVISIONER})",
+                    "{}: StorageClass {} has provisioner {provisioner:?}, which is no CSIDriver of ours ({drivers:?}) nor {NO_PROVISIONER}",
                     render.dir,
                     name(class)
                 ));

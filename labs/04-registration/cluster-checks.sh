@@ -236,10 +236,16 @@ cluster_checks_lab03() {
 # ------------------------------------------------------------------ lab 04
 
 # cluster_checks_lab04 [official-registrar|rust-registrar]: the whole driver
-# (default overlay: $CLUSTER_REGISTRAR or official-registrar).
+# (default overlay: $CLUSTER_REGISTRAR or official-registrar). It runs the
+# commands of the chapter's "In the cluster" Verification, in its order:
+#   - kubectl -n csi-workshop get pods: the controller 5/5, each node Pod 3/3;
+#   - kubectl get csidriver: attachRequired true, podInfoOnMount false;
+#   - kubectl get csinode: one driver on every worker;
 #   - kubelet registered the driver on every worker: CSINode lists
-#     csi.workshop.dev with both topology keys, the nodes carry the labels,
-#     and the workers share one backend;
+#     csi.workshop.dev with both topology keys (and its JSON entry), the
+#     nodes carry the labels (kubectl get nodes -L) and the nodeid
+#     annotation, and the workers share one backend;
+#   - the registrar's log has kubelet's NotifyRegistrationStatus(true);
 #   - our StorageClasses are not default;
 #   - for each volume type: a claim binds (block: only once its pod is
 #     scheduled), a pod on one worker writes, the pod is recreated on the
@@ -268,7 +274,12 @@ cluster_checks_lab04() {
     -o jsonpath='{range .items[*]}{.spec.nodeName}{"\n"}{end}' | sort -u)
   ((${#nodes[@]} > 0)) || { check "node plugin pods run" "kubectl get pods -n $CLUSTER_NAMESPACE -o wide" false; _cc_fail; _cc_end; return 1; }
 
+  _cc_lab04_pods "${#nodes[@]}"
+  check_output "kubectl get csidriver: csi.workshop.dev, ATTACHREQUIRED true, PODINFOONMOUNT false" \
+    "the CSIDriver object is deploy/base/csidriver/csidriver.yaml; attachRequired: true, podInfoOnMount: false" \
+    '^csi\.workshop\.dev +true +false ' kubectl --request-timeout=30s get csidriver || _cc_fail
   _cc_lab04_registration "${nodes[@]}"
+  _cc_lab04_registrar_log "$overlay"
   _cc_check_class_not_default csi-workshop-block
   _cc_check_class_not_default csi-workshop-file
 
@@ -282,7 +293,42 @@ cluster_checks_lab04() {
   _cc_end
 }
 
-# _cc_lab04_registration NODE...: CSINode, node labels, one shared backend.
+# _cc_lab04_pods N_NODES: `kubectl -n csi-workshop get pods`, as the chapter
+# shows it: the controller Pod 5/5 Running, N_NODES node Pods 3/3 Running.
+_cc_lab04_pods() {
+  check_output "kubectl -n $CLUSTER_NAMESPACE get pods: csi-controller 5/5 and $1 csi-node Pod(s) 3/3, Running" \
+    "a container that is not ready or restarts: kubectl -n $CLUSTER_NAMESPACE describe pod, and its logs" \
+    '^all driver pods ready$' _cc_pods_ready "$1" || _cc_fail
+}
+_cc_pods_ready() {
+  local out
+  out=$(_cc_get pods) || return 1
+  printf '%s\n' "$out"
+  awk -v want="$1" '
+    $1 ~ /^csi-controller-/ { c++; if ($2 == "5/5" && $3 == "Running") ok_c++ }
+    $1 ~ /^csi-node-/ { n++; if ($2 == "3/3" && $3 == "Running") ok_n++ }
+    END {
+      # A Pod of an older rollout may still be Terminating: count the ready ones.
+      if (ok_c >= 1 && ok_n == want) { print "all driver pods ready"; exit 0 }
+      printf "controller pods %d (ready %d), node pods %d (ready %d), want 1 and %d\n", c, ok_c, n, ok_n, want > "/dev/stderr"
+      exit 1
+    }' <<<"$out"
+}
+
+# _cc_lab04_registrar_log OVERLAY: the registrar's side of the registration,
+# `kubectl -n csi-workshop logs ds/csi-node -c CONTAINER` (one node's Pod).
+_cc_lab04_registrar_log() {
+  local container=node-driver-registrar re='Received NotifyRegistrationStatus call.*PluginRegistered:true'
+  if [[ $1 == rust-registrar ]]; then
+    container=csi-registrar re='kubelet registered the plugin'
+  fi
+  check_output "kubectl -n $CLUSTER_NAMESPACE logs ds/csi-node -c $container: kubelet's NotifyRegistrationStatus said registered" \
+    "no such line: kubelet never finished the registration; read the whole log and kubelet's" \
+    "$re" _cc_k logs ds/csi-node -c "$container" --request-timeout=30s || _cc_fail
+}
+
+# _cc_lab04_registration NODE...: CSINode, node labels and annotation, one
+# shared backend.
 _cc_lab04_registration() {
   local node line first=''
   for node in "$@"; do
@@ -290,7 +336,21 @@ _cc_lab04_registration() {
       "no CSINode entry: the registrar's logs, then kubelet's ('docker exec $node journalctl -u kubelet' on kind)" \
       "^$node topology\\.csi\\.workshop\\.dev/backend,topology\\.csi\\.workshop\\.dev/node\$" \
       cluster_poll 120 _cc_csinode_line "$node" || { _cc_fail; continue; }
-    check_output "$node carries our topology labels" \
+    check_output "kubectl get csinode $node -o jsonpath: our entry, as JSON" \
+      "kubelet writes name, nodeID and topologyKeys from NodeGetInfo" \
+      "^\\{.*\"name\":\"csi\\.workshop\\.dev\",\"nodeID\":\"$node\",\"topologyKeys\":\\[.*topology\\.csi\\.workshop\\.dev/backend.*\\]\\}\$" \
+      kubectl --request-timeout=30s get csinode "$node" \
+      -o jsonpath='{.spec.drivers[?(@.name=="csi.workshop.dev")]}{"\n"}' || _cc_fail
+    check_output "kubectl get node $node: the csi.volume.kubernetes.io/nodeid annotation maps our driver to $node" \
+      "kubelet writes this annotation with the CSINode entry" \
+      "\"csi\\.workshop\\.dev\":\"$node\"" \
+      kubectl --request-timeout=30s get node "$node" \
+      -o jsonpath='{.metadata.annotations.csi\.volume\.kubernetes\.io/nodeid}{"\n"}' || _cc_fail
+    check_output "kubectl get nodes -L ...: $node carries our topology labels" \
+      "kubelet sets them from NodeGetInfo's accessible_topology" \
+      "^$node .* [^ ]+ +$node *\$" \
+      kubectl --request-timeout=30s get nodes -L topology.csi.workshop.dev/backend -L topology.csi.workshop.dev/node || _cc_fail
+    check_output "$node carries our topology labels (backend id, node)" \
       "kubelet sets them from NodeGetInfo's accessible_topology" \
       "^[^ ]+ $node\$" _cc_node_topology "$node" || { _cc_fail; continue; }
     line=$(last_output)
@@ -302,6 +362,19 @@ _cc_lab04_registration() {
       _cc_fail
     fi
   done
+  check_output "kubectl get csinode: DRIVERS 1 on every worker ($*)" \
+    "a worker with 0 drivers has no registration: see the checks above" \
+    '^every worker lists one driver$' _cc_csinode_table "$@" || _cc_fail
+}
+_cc_csinode_table() {
+  local out node
+  out=$(kubectl --request-timeout=30s get csinode) || return 1
+  printf '%s\n' "$out"
+  for node in "$@"; do
+    awk -v n="$node" '$1 == n && $2 >= 1 { found = 1 } END { exit !found }' <<<"$out" ||
+      { echo "$node: no CSINode with a driver" >&2; return 1; }
+  done
+  echo "every worker lists one driver"
 }
 
 # "<nodeID> <topology keys, sorted, comma-separated>" of our driver in NODE's
@@ -331,9 +404,17 @@ _cc_app_pod() {
   kubectl patch --local -f "$checks/pod.yaml" --type merge -p "$patch" -o yaml | _cc_k apply -f -
 }
 
-# _cc_attachments PV: one "<node>=<attached>" line per VolumeAttachment of PV.
+# The columns of `kubectl get volumeattachments` that the chapter shows.
+CC_VA_COLUMNS=PV:.spec.source.persistentVolumeName,NODE:.spec.nodeName,ATTACHED:.status.attached
+
+# _cc_attachments PV: one "<node>=<attached>" line per VolumeAttachment of
+# PV, read from `kubectl get volumeattachments -o custom-columns=...`, the
+# chapter's command (whose table goes to stderr, into the check's log).
 _cc_attachments() {
-  kubectl --request-timeout=30s get volumeattachments -o jsonpath='{range .items[?(@.spec.source.persistentVolumeName=="'"$1"'")]}{.spec.nodeName}={.status.attached}{"\n"}{end}'
+  local out
+  out=$(kubectl --request-timeout=30s get volumeattachments -o "custom-columns=$CC_VA_COLUMNS") || return 1
+  printf '%s\n' "$out" >&2
+  awk -v pv="$1" 'NR > 1 && $1 == pv { print $2 "=" $3 }' <<<"$out"
 }
 
 # _cc_attached_only_to PV NODE: exactly one attachment, to NODE, attached.

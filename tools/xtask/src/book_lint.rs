@@ -3,11 +3,14 @@
 //! mdBook renders an include whose anchor is missing as empty text, and keeps
 //! broken relative links as they are. This linter checks, over every
 //! `book/src/**/*.md`: includes (path, anchor, non-empty, no line numbers),
-//! relative links and images (file, and heading id for `.md#fragment`), the
-//! files listed in `SUMMARY.md`, and the section order of the lab chapters.
+//! relative links and images (file, and heading id for `.md#fragment`, in
+//! `SUMMARY.md` too), links that leave `book/src` (a problem unless they name
+//! a file of the repository), the files listed in `SUMMARY.md`, and the
+//! section order of the lab chapters.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Component, Path, PathBuf};
+use std::process::Command;
 use std::sync::LazyLock;
 
 use anyhow::Result;
@@ -306,6 +309,9 @@ pub struct Linter {
     strict: bool,
     findings: Vec<Finding>,
     headings: HashMap<PathBuf, Vec<Heading>>,
+    /// The repository's files (tracked, or untracked but not ignored),
+    /// relative to `root`; `None` when git cannot list them.
+    repo_files: Option<Option<BTreeSet<PathBuf>>>,
 }
 
 impl Linter {
@@ -316,6 +322,7 @@ impl Linter {
             strict,
             findings: Vec::new(),
             headings: HashMap::new(),
+            repo_files: None,
         }
     }
 
@@ -334,6 +341,24 @@ impl Linter {
 
     fn warn(&mut self, file: &Path, line: usize, message: impl Into<String>) {
         self.report(file, line, Severity::Warning, message);
+    }
+
+    /// Where a link that leaves book/src may point: to a file of the
+    /// repository. Outside the repository, or to what git ignores (build
+    /// output such as `target/`), the link works on one machine only.
+    fn repo_file(&mut self, file: &Path) -> Result<(), String> {
+        let Ok(rel) = file.strip_prefix(&self.root) else {
+            return Err(format!("{} is outside the repository", file.display()));
+        };
+        let rel = rel.to_path_buf();
+        let root = self.root.clone();
+        let files = self.repo_files.get_or_insert_with(|| git_files(&root));
+        match files {
+            // Without git (a copy of the sources), existing under root is all we can ask.
+            None => Ok(()),
+            Some(files) if files.contains(&rel) || files.iter().any(|f| f.starts_with(&rel)) => Ok(()),
+            Some(_) => Err(format!("{} is not a file of the repository (git ignores it)", rel.display())),
+        }
     }
 
     fn headings_of(&mut self, md: &Path) -> Option<&[Heading]> {
@@ -401,13 +426,29 @@ impl Linter {
             if link.target.is_empty() || SCHEME.is_match(&link.target) {
                 continue; // a draft chapter `[Title]()`, or an external link
             }
-            let path = percent_decode(link.target.split('#').next().unwrap_or(""));
+            let (path, fragment) = match link.target.split_once('#') {
+                Some((p, f)) => (p, Some(f)),
+                None => (link.target.as_str(), None),
+            };
+            let path = percent_decode(path);
             let file = lexical_normalize(&self.src.join(&path));
-            if file.is_file() {
-                listed.insert(file);
-            } else {
+            if !file.is_file() {
                 self.problem(summary, link.line, format!("SUMMARY.md lists `{path}`, which does not exist"));
+                continue;
             }
+            if !file.starts_with(&self.src) {
+                // mdBook renders chapters from book/src only.
+                self.problem(
+                    summary,
+                    link.line,
+                    format!("SUMMARY.md lists `{path}`, outside book/src: a chapter must live in book/src"),
+                );
+                continue;
+            }
+            if let Some(frag) = fragment.filter(|f| !f.is_empty()) {
+                self.check_fragment(summary, link.line, &file, frag, &link.target);
+            }
+            listed.insert(file);
         }
         listed
     }
@@ -518,11 +559,18 @@ impl Linter {
                 continue;
             }
             if !file.starts_with(&self.src) {
-                self.warn(
-                    page,
-                    link.line,
-                    format!("link `{target}` leaves book/src: mdBook does not copy that file into the rendered book"),
-                );
+                match self.repo_file(&file) {
+                    // On GitHub the link works; in the rendered book it does not.
+                    Ok(()) => self.warn(
+                        page,
+                        link.line,
+                        format!("link `{target}` leaves book/src: mdBook does not copy that file into the rendered book"),
+                    ),
+                    Err(why) => {
+                        self.problem(page, link.line, format!("link `{target}` leaves book/src: {why}"));
+                        continue;
+                    }
+                }
             }
             if let Some(frag) = fragment
                 && !frag.is_empty()
@@ -593,6 +641,25 @@ impl Linter {
             }
         }
     }
+}
+
+/// `git ls-files` of the repository at `root`, or `None` without git.
+fn git_files(root: &Path) -> Option<BTreeSet<PathBuf>> {
+    let out = Command::new("git")
+        .current_dir(root)
+        .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    Some(
+        out.stdout
+            .split(|&b| b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| PathBuf::from(String::from_utf8_lossy(p).into_owned()))
+            .collect(),
+    )
 }
 
 /// Prints the findings; returns the number of problems.
@@ -771,6 +838,117 @@ x
                 format!("{}:{}: {tag}{}", f.file.display(), f.line, f.message)
             })
             .collect()
+    }
+
+    #[test]
+    fn fragments_in_summary_are_checked_against_the_chapter_headings() {
+        let found = lint_book(
+            &[
+                (
+                    "book/src/SUMMARY.md",
+                    "# Summary\n\n- [Intro](intro.md)\n- [Ok](intro.md#second-part)\n- [Bad](intro.md#third)\n",
+                ),
+                ("book/src/intro.md", "# Welcome\n\n## Second part\n"),
+            ],
+            false,
+        );
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(
+            found[0].starts_with(
+                "book/src/SUMMARY.md:5: link `intro.md#third`: no heading with id `third` in book/src/intro.md"
+            ),
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn a_summary_chapter_outside_book_src_is_a_problem() {
+        let found = lint_book(
+            &[("book/src/SUMMARY.md", "- [Readme](../../README.md)\n"), ("README.md", "# Readme\n")],
+            false,
+        );
+        assert!(
+            found.iter().any(|f| f
+                .starts_with("book/src/SUMMARY.md:1: SUMMARY.md lists `../../README.md`, outside book/src")),
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn fragments_into_other_pages_are_checked_with_their_ids() {
+        let found = lint_book(
+            &[
+                ("book/src/SUMMARY.md", "- [A](a.md)\n- [B](sub/b.md)\n"),
+                (
+                    "book/src/a.md",
+                    "# A\n\n[ok](sub/b.md#what-the-check-checks) [html](sub/b.html#step-2) [bad](sub/b.md#step-3)\n",
+                ),
+                ("book/src/sub/b.md", "# B\n\n## What the check checks\n\n## Step 2\n"),
+            ],
+            false,
+        );
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(found[0].contains("link `sub/b.md#step-3`: no heading with id `step-3`"), "{found:#?}");
+    }
+
+    #[test]
+    fn a_link_out_of_book_src_fails_unless_it_names_a_repository_file() {
+        let dir = std::env::temp_dir().join(format!("book-lint-outside-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let root = dir.join("repo");
+        for (path, text) in [
+            ("book/src/SUMMARY.md", "- [A](a.md)\n"),
+            (
+                "book/src/a.md",
+                "# A\n\n[repo file](../../labs/x.rs) [gone](../../labs/gone.rs) [outside](../../../elsewhere.txt)\n",
+            ),
+            ("labs/x.rs", "fn x() {}\n"),
+        ] {
+            let p = root.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        // It exists, but outside the repository: still a problem.
+        std::fs::write(dir.join("elsewhere.txt"), "x").unwrap();
+        let found: Vec<(Severity, String)> =
+            Linter::new(&root, false).run().into_iter().map(|f| (f.severity, f.message)).collect();
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let has =
+            |severity: Severity, text: &str| found.iter().any(|(s, m)| *s == severity && m.contains(text));
+        assert!(has(Severity::Warning, "link `../../labs/x.rs` leaves book/src"), "{found:#?}");
+        assert!(has(Severity::Problem, "link `../../labs/gone.rs`"), "{found:#?}");
+        assert!(
+            has(Severity::Problem, "link `../../../elsewhere.txt` leaves book/src:")
+                && found.iter().any(|(_, m)| m.contains("outside the repository")),
+            "{found:#?}"
+        );
+        assert_eq!(found.len(), 3, "{found:#?}");
+    }
+
+    #[test]
+    fn files_git_ignores_are_not_files_of_the_repository() {
+        let dir = std::env::temp_dir().join(format!("book-lint-git-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("target")).unwrap();
+        std::fs::create_dir_all(dir.join("labs")).unwrap();
+        std::fs::write(dir.join(".gitignore"), "/target\n").unwrap();
+        std::fs::write(dir.join("labs/x.rs"), "").unwrap();
+        std::fs::write(dir.join("target/out.txt"), "").unwrap();
+        let git_ok =
+            Command::new("git").current_dir(&dir).args(["init", "-q"]).status().is_ok_and(|s| s.success());
+        let mut linter = Linter::new(&dir, false);
+        let results =
+            (linter.repo_file(&dir.join("labs/x.rs")), linter.repo_file(&dir.join("target/out.txt")));
+        let outside = linter.repo_file(Path::new("/etc/hostname"));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(outside.unwrap_err().contains("outside the repository"));
+        if !git_ok {
+            println!("SKIP files_git_ignores_are_not_files_of_the_repository: git is not available");
+            return;
+        }
+        assert_eq!(results.0, Ok(()));
+        assert!(results.1.unwrap_err().contains("git ignores it"));
     }
 
     #[test]

@@ -616,9 +616,10 @@ impl<'a> Migrator<'a> {
         // node still has the volume, a provisioner's) belongs to a
         // controller that knows when to let go: wait for it.
         let deadline = tokio::time::Instant::now() + self.options.timeout;
+        let mut lifted = false;
         while let Some(pv) = self.pvs().get_opt(name).await? {
             let finalizers = pv.metadata.finalizers.clone().unwrap_or_default();
-            if finalizers.iter().any(|f| f == PV_PROTECTION) {
+            if !lifted && finalizers.iter().any(|f| f == PV_PROTECTION) {
                 let rest: Vec<&String> = finalizers.iter().filter(|f| *f != PV_PROTECTION).collect();
                 // resourceVersion: fail rather than overwrite a controller's change.
                 let patch = json!({"metadata": {"finalizers": rest, "resourceVersion": pv.metadata.resource_version}});
@@ -626,6 +627,8 @@ impl<'a> Migrator<'a> {
                     Err(e) if is_conflict(&e) => continue, // read it again
                     other => drop(other?),
                 }
+                lifted = true;
+                continue; // gone now, unless another finalizer holds it
             }
             ensure!(
                 tokio::time::Instant::now() < deadline,

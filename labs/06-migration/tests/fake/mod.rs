@@ -1,6 +1,6 @@
 //! A Kubernetes API faked at the HTTP level: kube-rs's `Client` talks to a
-//! `tower_test::mock` service, and this task answers with JSON from an
-//! in-memory store. Just enough API server for csi-migrate: get, list,
+//! `tower_test::mock` service (or, for the binary, to [`serve_http`]), and
+//! this task answers with JSON from an in-memory store. Just enough API server for csi-migrate: get, list,
 //! create, merge patch, delete with finalizers, pod logs, and the one bit of
 //! controller behaviour the tool waits for (scaling a Deployment or
 //! StatefulSet to 0 removes its Pods; the tool's checksum Pods succeed at
@@ -174,6 +174,84 @@ pub fn client(state: Shared) -> kube::Client {
         }
     });
     kube::Client::new(service, "default")
+}
+
+/// The same fake as a plain HTTP/1.1 server on 127.0.0.1, for running the
+/// `csi-migrate` binary against it (a kubeconfig pointing at the address).
+/// Just enough HTTP for kube's client: keep-alive, Content-Length bodies.
+pub async fn serve_http(state: Shared) -> std::net::SocketAddr {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let state = state.clone();
+            // One write per reply and no Nagle: else each reply waits for a delayed ACK.
+            let _ = socket.set_nodelay(true);
+            tokio::spawn(async move {
+                let mut conn = BufReader::new(socket);
+                loop {
+                    let mut line = String::new();
+                    if conn.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return; // the client hung up (or was killed)
+                    }
+                    let mut parts = line.split_whitespace();
+                    let (Some(method), Some(target)) = (parts.next(), parts.next()) else { return };
+                    let method: Method = method.parse().unwrap();
+                    let path = target.split('?').next().unwrap_or_default().to_owned();
+                    let mut length = 0;
+                    loop {
+                        let mut header = String::new();
+                        if conn.read_line(&mut header).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let header = header.trim_end();
+                        if header.is_empty() {
+                            break;
+                        }
+                        if let Some((name, value)) = header.split_once(':')
+                            && name.eq_ignore_ascii_case("content-length")
+                        {
+                            length = value.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut bytes = vec![0; length];
+                    if conn.read_exact(&mut bytes).await.is_err() {
+                        return;
+                    }
+                    let body: Option<Value> = serde_json::from_slice(&bytes).ok();
+                    let (status, reply) = state.lock().unwrap().answer(&method, &path, body);
+                    let bytes = match reply {
+                        Value::String(text) => text.into_bytes(),
+                        other => serde_json::to_vec(&other).unwrap(),
+                    };
+                    let mut reply = format!(
+                        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        status.as_u16(),
+                        status.canonical_reason().unwrap_or("Status"),
+                        bytes.len()
+                    )
+                    .into_bytes();
+                    reply.extend(bytes);
+                    let socket = conn.get_mut();
+                    if socket.write_all(&reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A kubeconfig for [`serve_http`]'s address.
+pub fn kubeconfig(addr: std::net::SocketAddr) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
+         clusters: [{{name: fake, cluster: {{server: 'http://{addr}'}}}}]\n\
+         users: [{{name: fake, user: {{}}}}]\n\
+         contexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\n"
+    )
 }
 
 fn status(code: StatusCode, reason: &str, message: String) -> (StatusCode, Value) {

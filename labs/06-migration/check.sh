@@ -7,17 +7,22 @@
 #
 #   build      the lab's crate (flex-workshop, csi-migrate) compiles
 #   tests      unit tests; tests/migration.rs (csi-migrate against a faked
-#              API: dry run, full run, resume after every step, refusal,
-#              rollback, checksums); tests/flex.rs (the call-out protocol;
-#              its mount tests need root); tests/adopt.rs (root: the lab 03
-#              driver stages a volume Flex wrote, without reformatting)
+#              API: dry run, full run, resume after a clean stop at every
+#              step and after a crash at every write of every step,
+#              refusal, rollback from all of those, checksums);
+#              tests/binary.rs (the binary over HTTP: exit codes, the
+#              SIGKILL of CSI_MIGRATE_CRASH and the resume); tests/flex.rs (the call-out protocol; its mount tests need
+#              root); tests/adopt.rs (root: the lab 03 driver stages a block
+#              image and a file directory Flex wrote, without touching them)
 #   local      flex-workshop driven as kubelet drives it: init, unknown
 #              calls, malformed options; as root a block and a file volume
 #              mounted, written, unmounted, nothing left behind
-#   manifests  every kustomization under deploy/ renders
+#   manifests  every kustomization under deploy/ renders (SKIP without kubectl)
 #   cluster    the driver (lab 04) and the Flex driver installed; a legacy
-#              app on two Flex PVs writes markers; csi-migrate --dry-run,
-#              a run stopped after step 6, resumed by the in-cluster Job;
+#              app on two Flex PVs writes markers; csi-migrate --dry-run;
+#              one PV stopped after step 7 and rolled back to Flex (same
+#              markers); a run killed (CSI_MIGRATE_CRASH, SIGKILL) in the
+#              middle of delete-flex-pv, resumed by the in-cluster Job;
 #              the app runs on CSI PVs with the same markers; Flex removed
 #
 # csi-migrate --dry-run needs an API server: without a cluster it is graded
@@ -34,10 +39,13 @@ CH="chapter Lab 06"
 
 
 # ------------------------------------------------------------------ build
+# The local and cluster stages run the binaries in $BIN_DIR: after a failed
+# build those are an older build's, not this code's, so they are skipped.
+BUILD_FAILED=0
 if stage build "compile the lab"; then
   check "cargo build -p $PKG --all-targets" \
     "the starter compiles as generated: read the first compiler error (cargo build -p $PKG) and undo the change that caused it" \
-    ws_cargo build -p "$PKG" --all-targets
+    ws_cargo build -p "$PKG" --all-targets || BUILD_FAILED=1
 fi
 
 # ------------------------------------------------------------------ tests
@@ -46,16 +54,19 @@ if stage tests "the lab's tests"; then
     "flex::parse_options, plan::next_step and plan::to_csi_pv are yours to write ($CH, Steps 1, 4 and 5)" \
     ws_cargo test -p "$PKG" --lib --no-fail-fast
   check "migration tests: tests/migration.rs (a faked API server)" \
-    "each test names a promise: no writes on --dry-run, resume after any step, refuse a claim in use ($CH, Steps 4-5)" \
+    "each test names a promise: no writes on --dry-run, resume after any step or crash, rollback from anywhere, refuse a claim in use ($CH, Steps 4-5)" \
     ws_cargo test -p "$PKG" --test migration --no-fail-fast
+  check "the csi-migrate binary over HTTP: tests/binary.rs (exit codes, CSI_MIGRATE_CRASH kills it mid-step)" \
+    "the binary must exit 3 on --stop-after-step and die by SIGKILL at the fault point ($CH, Verification)" \
+    ws_cargo test -p "$PKG" --test binary --no-fail-fast
   if [[ -n $ROOT_REASON ]]; then
     note "tests/flex.rs: its mount tests print SKIP ($ROOT_REASON); the protocol tests run"
   fi
   check "call-out protocol tests: tests/flex.rs" \
     "flex-workshop replies with one JSON object; mount uses loopdev, fs::ensure_formatted and mount from lab 03 ($CH, Steps 1-2)" \
     ws_cargo test -p "$PKG" --test flex --no-fail-fast
-  rcheck "adoption test: tests/adopt.rs (root: the CSI driver stages a Flex volume)" \
-    "the lab 03 driver must stage an existing ext4 image without mkfs ($CH, Step 6)" \
+  rcheck "adoption test: tests/adopt.rs (root: the CSI driver stages a Flex image and a Flex directory)" \
+    "the lab 03 driver must stage an existing ext4 image without mkfs, and bind an existing directory as it is ($CH, Step 6)" \
     ws_cargo test -p "$PKG" --test adopt --no-fail-fast
 fi
 
@@ -92,14 +103,25 @@ _l6_wrong_fs_type() {
   flex unmount "$W/pods/p2/v-block" >/dev/null
   flex mount "$W/pods/p3/v-block" "{\"volumeId\":\"v-block\",\"backendDir\":\"$B\",\"kubernetes.io/fsType\":\"xfs\"}"
 }
+# The runbook's flags, all of them (the regex then looks for the last).
+_l6_help() {
+  local help flag
+  help=$("$(bin csi-migrate)" --help) || return 1
+  for flag in --dry-run --drain --stop-after-step --rollback --pv; do
+    grep -q -- "$flag" <<<"$help" || { echo "no $flag in csi-migrate --help"; return 1; }
+  done
+  printf '%s\n' "$help"
+}
 mounts_under() { findmnt --list --noheadings --output TARGET | grep -c "^$1/" || true; }
 loops_under() { losetup --list --noheadings --output BACK-FILE | grep -c "^$1/" || true; }
 
 if stage local "flex-workshop called as kubelet calls it"; then
   W=$(realpath "$LOG_DIR")
   B=$W/backend
-  if [[ ! -x $(bin flex-workshop) ]]; then
-    check "flex-workshop is built" "run the build stage first" test -x "$(bin flex-workshop)"
+  if ((BUILD_FAILED)); then
+    skip "the local stage" "the build failed: the binaries in $BIN_DIR are not this code's"
+  elif [[ ! -x $(bin flex-workshop) || ! -x $(bin csi-migrate) ]]; then
+    skip "the local stage" "$(bin flex-workshop) or $(bin csi-migrate) is missing: run the build stage first"
   else
     [[ -n $ROOT_REASON ]] || on_exit "cleanup_host '$W'"
     check_output "flex init: Success, attach false" \
@@ -152,16 +174,20 @@ if stage local "flex-workshop called as kubelet calls it"; then
       "every unmount must unmount what mount mounted ($CH, Step 2)" '^0$' mounts_under "$W"
     rcheck_output "no loop device backed by a file under the temporary directory" \
       "unmount (and a failed mount) must detach the loop device ($CH, Step 2)" '^0$' loops_under "$W"
+    check_output "csi-migrate --help lists --dry-run, --stop-after-step, --rollback and CSI_MIGRATE_CRASH" \
+      "the flags of the chapter's runbook ($CH, Step 5)" \
+      'CSI_MIGRATE_CRASH' _l6_help
   fi
-  check_output "csi-migrate --help lists --dry-run, --stop-after-step and --rollback" \
-    "the flags of the chapter's runbook ($CH, Step 5)" \
-    'stop-after-step' "$(bin csi-migrate)" --help
   skip "csi-migrate --dry-run against an API server" "needs a cluster: covered by tests/migration.rs here and by the cluster stage"
 fi
 
 # ------------------------------------------------------------------ manifests
 if stage manifests "the manifests render"; then
   for k in flex-install flex-uninstall legacy migrate; do
+    if ! command -v kubectl >/dev/null; then
+      skip "kubectl kustomize deploy/$k" "kubectl is not on PATH"
+      continue
+    fi
     check "kubectl kustomize deploy/$k" \
       "a kustomization must render: read kubectl's message" \
       kubectl kustomize "$CHECK_DIR/deploy/$k"
@@ -175,10 +201,59 @@ MIG=$CHECK_DIR/deploy
 _l6_markers() { kubectl -n legacy exec deploy/writer -- cat /data/block/marker.txt /data/file/marker.txt; }
 _l6_pv_driver() { kubectl get pv "$1" -o jsonpath='{.spec.flexVolume.driver}{.spec.csi.driver}{"\n"}'; }
 _l6_migrate() { "$(bin csi-migrate)" --journal-namespace "$CLUSTER_NAMESPACE" --timeout 300 "$@"; }
-_l6_stopped_after_6() {
+# A clean stop of one PV after create-csi-pv (exit 3): a CSI PV, the workload down.
+_l6_stopped_after_7() {
   local rc=0
-  _l6_migrate --drain --stop-after-step 6 || rc=$?
+  _l6_migrate --drain --pv legacy-block --stop-after-step 7 || rc=$?
   echo "exit=$rc"
+}
+# What a rollback must leave: the Flex PV, its old policy, no journal on it
+# and none in the ConfigMap.
+_l6_rolled_back_state() {
+  local pv cm
+  pv=$(kubectl get pv legacy-block -o jsonpath='{.spec.flexVolume.driver}{.spec.csi.driver} policy={.spec.persistentVolumeReclaimPolicy} journal={.metadata.annotations.csi-migrate\.workshop\.dev/journal}') || return 1
+  cm=$(kubectl -n "$CLUSTER_NAMESPACE" get configmap csi-migrate-journal --ignore-not-found -o jsonpath='{.data.legacy-block\.journal}{.data.legacy-block\.pv}') || return 1
+  echo "$pv configmap=${cm:+entries left}"
+}
+# The run killed in the middle of delete-flex-pv: right after the DELETE of
+# the first PV (legacy-block), before the finalizer is lifted or the journal
+# written. The shell reports SIGKILL as 137.
+_l6_killed_mid_delete() {
+  local rc=0
+  CSI_MIGRATE_CRASH=delete-flex-pv:1 _l6_migrate --drain || rc=$?
+  echo "exit=$rc"
+}
+# What the kill left: the Flex PV terminating (pv-protection holds it), the
+# journal one step behind.
+_l6_killed_state() {
+  local ts journal
+  ts=$(kubectl get pv legacy-block -o jsonpath='{.metadata.deletionTimestamp}') || return 1
+  journal=$(kubectl -n "$CLUSTER_NAMESPACE" get configmap csi-migrate-journal -o jsonpath='{.data.legacy-block\.journal}') || return 1
+  echo "driver=$(_l6_pv_driver legacy-block) terminating=${ts:+yes} journal=$(grep -o '"completed":"[a-z-]*"' <<<"$journal")"
+}
+# The runbook's view of both PVs after the migration: one line each, with
+# the provisioner the Delete policy relies on.
+_l6_pvs_migrated() {
+  local out
+  out=$(kubectl get pv legacy-block legacy-file -o jsonpath='{range .items[*]}{.metadata.name} {.spec.csi.driver} {.spec.csi.volumeHandle} {.spec.persistentVolumeReclaimPolicy} {.metadata.annotations.pv\.kubernetes\.io/provisioned-by} {.status.phase}{"\n"}{end}') || return 1
+  printf '%s\n' "$out"
+  grep -Fqx 'legacy-block csi.workshop.dev legacy-block Delete csi.workshop.dev Bound' <<<"$out" &&
+    grep -Fqx 'legacy-file csi.workshop.dev legacy-file Retain csi.workshop.dev Bound' <<<"$out"
+}
+# The claims, as `kubectl -n legacy get pvc` shows them: Bound to the same PVs.
+_l6_claims_bound() {
+  local out
+  out=$(kubectl -n legacy get pvc) || return 1
+  printf '%s\n' "$out"
+  grep -Eq '^block-data +Bound +legacy-block +64Mi +RWO +legacy-flex ' <<<"$out" &&
+    grep -Eq '^file-data +Bound +legacy-file +64Mi +RWX +legacy-flex ' <<<"$out"
+}
+# same_markers LABEL: the markers now equal those read before the migration.
+_l6_same_markers() {
+  local now
+  now=$(_l6_markers) || return 1
+  printf '%s\n' "$now"
+  [[ -n $L6_BEFORE && $now == "$L6_BEFORE" ]] || { echo "the markers changed; before: $L6_BEFORE" >&2; return 1; }
 }
 _l6_driver_rolled_out() {
   cluster_wait_rollout deployment/csi-controller 300s && cluster_wait_rollout daemonset/csi-node 300s
@@ -207,7 +282,7 @@ _l6_cleanup() {
 }
 
 cluster_checks_lab06() {
-  local deploy before after
+  local deploy
   _CC_FAILED=0
   deploy=$(_cc_root)/labs/04-registration/deploy/overlays/official-registrar
   _cc_deploy "$deploy" || { _cc_fail; _cc_end; return 1; }
@@ -229,41 +304,53 @@ cluster_checks_lab06() {
     cluster_wait_rollout deployment/writer 300s legacy || { _cc_fail; _cc_end; return 1; }
   check_output "the writer wrote its markers" "kubectl -n legacy logs deploy/writer" \
     '^[0-9a-f]{64}  -$' _l6_markers || _cc_fail
-  before=$(last_output)
+  L6_BEFORE=$(last_output)
 
   check_output "csi-migrate --dry-run prints the plan" \
     "--dry-run must list the steps and change nothing ($CH, Verification)" \
     '^dry run: nothing was changed$' _l6_migrate --dry-run --drain || _cc_fail
   check_output "after the dry run, legacy-block is still a Flex PV" \
     "a dry run must not write ($CH, Step 5)" '^csi\.workshop\.dev/flex$' _l6_pv_driver legacy-block || _cc_fail
-  check_output "csi-migrate --drain --stop-after-step 6: interrupted after the delete" \
-    "the run stops with exit code 3 after step 6 ($CH, Verification)" \
-    '^exit=3$' _l6_stopped_after_6 || _cc_fail
-  check_output "the journal ConfigMap holds the original PV" \
-    "step 5 saves the PV before step 6 deletes it ($CH, Step 5)" \
-    'legacy-block\.pv' kubectl -n "$CLUSTER_NAMESPACE" get configmap csi-migrate-journal -o 'jsonpath={.data}' || _cc_fail
+
+  # Rollback, from the worst clean stop: a CSI PV and the workload down.
+  check_output "csi-migrate --drain --pv legacy-block --stop-after-step 7: stopped after create-csi-pv" \
+    "the run stops with exit code 3 after step 7 ($CH, Verification)" \
+    '^exit=3$' _l6_stopped_after_7 || _cc_fail
+  check_output "legacy-block is a CSI PV, the writer is down" "step 7 creates it ($CH, Step 5)" \
+    '^csi\.workshop\.dev$' _l6_pv_driver legacy-block || _cc_fail
+  check_output "csi-migrate --rollback --pv legacy-block" \
+    "kubectl get pv legacy-block -o yaml; the journal ConfigMap holds the Flex PV ($CH, Verification)" \
+    '^legacy-block: rolled back to csi\.workshop\.dev/flex$' _l6_migrate --rollback --pv legacy-block || _cc_fail
+  check_output "after the rollback: the Flex PV, policy Delete again, no journal on it or in the ConfigMap" \
+    "rollback restores the policy and clears the journal in one patch, then the ConfigMap ($CH, Step 5)" \
+    '^csi\.workshop\.dev/flex policy=Delete journal= configmap=$' _l6_rolled_back_state || _cc_fail
+  check "the writer runs again, on Flex" "kubectl -n legacy describe pod -l app=writer" \
+    cluster_wait_rollout deployment/writer 300s legacy || _cc_fail
+  check_output "after the rollback the markers are identical" "a rollback must not copy or reformat ($CH, Verification)" \
+    '^[0-9a-f]{64}  -$' _l6_same_markers || _cc_fail
+
+  # Resume, after a real interruption: SIGKILL in the middle of a step.
+  check_output "CSI_MIGRATE_CRASH=delete-flex-pv:1 csi-migrate --drain: killed right after the Flex PV's DELETE" \
+    "fault::Tracker kills the process after the n-th write of the step; exit 137 is SIGKILL ($CH, Verification)" \
+    '^exit=137$' _l6_killed_mid_delete || _cc_fail
+  check_output "the kill left legacy-block terminating, the journal at save-original" \
+    "pv-protection holds the deleted PV; the journal is written only after the step ($CH, Verification)" \
+    '^driver=csi\.workshop\.dev/flex terminating=yes journal="completed":"save-original"$' _l6_killed_state || _cc_fail
   check "the in-cluster Job resumes the migration" \
     "kubectl -n $CLUSTER_NAMESPACE logs job/csi-migrate; RBAC errors name the missing verb ($CH, Step 7)" \
     _l6_resume_with_job || _cc_fail
   check_output "the Job's log: migration complete" "kubectl -n $CLUSTER_NAMESPACE logs job/csi-migrate" \
     '^migration complete' kubectl -n "$CLUSTER_NAMESPACE" logs job/csi-migrate || _cc_fail
-  check_output "legacy-block is a CSI PV now" "step 7 creates it ($CH, Step 5)" \
-    '^csi\.workshop\.dev$' _l6_pv_driver legacy-block || _cc_fail
-  check_output "legacy-file is a CSI PV now" "step 7 creates it ($CH, Step 5)" \
-    '^csi\.workshop\.dev$' _l6_pv_driver legacy-file || _cc_fail
-  check_output "the claims are still Bound to the same PVs" \
+  check "both PVs are CSI PVs, policies restored, csi.workshop.dev as their provisioner" \
+    "step 7 creates them, plan::to_csi_pv sets pv.kubernetes.io/provisioned-by, step 10 restores the policy ($CH, Steps 4-5)" \
+    _l6_pvs_migrated || _cc_fail
+  check "the claims are still Bound to the same PVs" \
     "the claims keep spec.volumeName; the PV keeps claimRef.uid ($CH, Concepts)" \
-    '^Bound legacy-block Bound legacy-file$' kubectl -n legacy get pvc block-data file-data -o 'jsonpath={range .items[*]}{.status.phase} {.spec.volumeName}{" "}{end}' || _cc_fail
+    _l6_claims_bound || _cc_fail
   check "the writer runs again, on CSI" "kubectl -n legacy describe pod -l app=writer" \
     cluster_wait_rollout deployment/writer 300s legacy || _cc_fail
   check_output "the markers are identical" "the data must not be copied or reformatted ($CH, Verification)" \
-    '^[0-9a-f]{64}  -$' _l6_markers || _cc_fail
-  after=$(last_output)
-  if [[ -n $before && $before == "$after" ]]; then
-    check "before and after: same bytes" "" true
-  else
-    check "before and after: same bytes" "the markers changed: see $LOG_DIR" false || _cc_fail
-  fi
+    '^[0-9a-f]{64}  -$' _l6_same_markers || _cc_fail
 
   check "uninstall Flex: delete flex-install, run flex-uninstall everywhere" \
     "kubectl -n $CLUSTER_NAMESPACE logs ds/flex-uninstall ($CH, Verification)" \
@@ -283,6 +370,10 @@ if stage cluster "Flex to CSI in a Kubernetes cluster"; then
   fi
   if ! declare -F cluster_stage_run >/dev/null || ! declare -F _cc_deploy >/dev/null; then
     skip "cluster stage" "needs labs/cluster-lib.sh and labs/04-registration/cluster-checks.sh"
+  elif ((BUILD_FAILED)); then
+    skip "cluster stage" "the build failed: $(bin csi-migrate) is not this code's"
+  elif [[ ! -x $(bin csi-migrate) ]] && cluster_available; then
+    skip "cluster stage" "$(bin csi-migrate) is missing: run the build stage first"
   else
     cluster_stage_run cluster_checks_lab06
   fi

@@ -37,3 +37,16 @@ ensure_mdbook() {
         cargo install mdbook-mermaid --version 0.17.1 --locked --quiet
     fi
 }
+
+# kubectl renders the kustomizations the manifest checks validate (labs 04
+# and 06) and drives the cluster stages. Workshop machines ship it; elsewhere
+# try the distribution's package. Without it those steps say SKIP (never
+# PASS), so say so up front rather than let it pass unnoticed.
+ensure_kubectl() {
+    command -v kubectl >/dev/null 2>&1 && return 0
+    if [ "$(id -u)" -eq 0 ] && apt-get install -y -qq kubectl >/dev/null 2>&1; then
+        echo "installed kubectl: $(kubectl version --client 2>/dev/null | head -n 1)"
+        return 0
+    fi
+    echo "WARNING: no kubectl and no package for it: the manifest checks and cluster stages will SKIP" >&2
+}

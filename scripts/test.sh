@@ -17,6 +17,7 @@ cd "$repo"
 . scripts/lib.sh
 
 ensure_host_tools
+ensure_kubectl
 step() { printf '\n==== %s\n' "$*"; }
 
 step "cargo test --workspace"

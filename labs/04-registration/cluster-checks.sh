@@ -95,7 +95,7 @@ _cc_check_class_not_default() {
 
 # cluster_checks_lab01: csi-lab01 + livenessprobe, whose /healthz is the
 # pod's readiness probe. The pod is Ready; renaming the backend directory
-# away makes Probe answer not ready and the pod NotReady; renaming it back
+# away makes Probe fail (FailedPrecondition) and the pod NotReady; renaming it back
 # makes it Ready again.
 cluster_checks_lab01() {
   local dir pod sel=app.kubernetes.io/component=lab01
@@ -119,11 +119,11 @@ cluster_checks_lab01() {
   check "renaming the backend directory away inside the pod" \
     "the backend is a directory inside an emptyDir, so it can be renamed" \
     _cc_exec_driver "$pod" mv "$backend" "$backend.off" || { _cc_fail; _cc_end; return 1; }
-  check_output "Probe now answers ready: false" \
-    "Probe must check that the backend directory is usable" \
-    '^ready: false$' _cc_csictl "$pod" identity probe || _cc_fail
+  check_fails_with "Probe now answers FailedPrecondition" \
+    "Probe must check that the backend directory is usable, and fail with FAILED_PRECONDITION when it is not" \
+    FailedPrecondition _cc_csictl "$pod" identity probe || _cc_fail
   check "the pod turns NotReady (livenessprobe's /healthz fails)" \
-    "livenessprobe answers 500 when Probe says not ready; the readiness probe polls every 2 s" \
+    "livenessprobe answers 500 when Probe fails or says not ready; the readiness probe polls every 2 s" \
     _cc_k wait "pod/$pod" --for=condition=Ready=false --timeout=60s || _cc_fail
 
   check "renaming the backend directory back" "the mv above must have worked" \

@@ -21,33 +21,6 @@ const KUBELET_DIR: &str = "/var/lib/kubelet";
 /// The provisioner of static classes, whose PVs an administrator creates.
 const NO_PROVISIONER: &str = "kubernetes.io/no-provisioner";
 
-/// Manifests this lab's rules reach but other labs own, with a problem
-/// their owners still have to fix (see each test's message). Their findings
-/// are printed as KNOWN instead of failing the test, so that lab 04's own
-/// manifests stay checked strictly meanwhile. Remove an entry once fixed.
-const OWNED_ELSEWHERE: &[(&str, &str)] = &[
-    // livenessprobe without imagePullPolicy, and with the deprecated --health-port.
-    ("labs/01-identity/deploy", "lab 01"),
-];
-
-/// Who owns `dir`, when it is one of [`OWNED_ELSEWHERE`].
-fn owned_elsewhere(dir: &str) -> Option<&'static str> {
-    OWNED_ELSEWHERE.iter().find(|(prefix, _)| dir.starts_with(prefix)).map(|(_, owner)| *owner)
-}
-
-/// Splits findings `(render dir, message)` into the ones that fail the test
-/// and the ones that are only printed (manifests owned elsewhere).
-fn strict_problems(test: &str, findings: Vec<(String, String)>) -> Vec<String> {
-    let mut problems = Vec::new();
-    for (dir, message) in findings {
-        match owned_elsewhere(&dir) {
-            Some(owner) => println!("KNOWN {test} ({owner} owns {dir}): {message}"),
-            None => problems.push(message),
-        }
-    }
-    problems
-}
-
 // ------------------------------------------------------------------ rendering
 
 /// One kustomization, rendered.
@@ -383,22 +356,18 @@ fn every_container_says_image_pull_policy_if_not_present() {
             for c in &t.containers {
                 containers += 1;
                 if c.pull_policy.as_deref() != Some("IfNotPresent") {
-                    findings.push((
-                        t.render.dir.clone(),
-                        format!(
-                            "{}: container {} ({}) has imagePullPolicy {:?}, want IfNotPresent",
-                            t.what(),
-                            c.name,
-                            c.image,
-                            c.pull_policy
-                        ),
+                    findings.push(format!(
+                        "{}: container {} ({}) has imagePullPolicy {:?}, want IfNotPresent",
+                        t.what(),
+                        c.name,
+                        c.image,
+                        c.pull_policy
                     ));
                 }
             }
         }
         assert!(containers > 0, "no containers at all");
-        let problems = strict_problems("every_container_says_image_pull_policy_if_not_present", findings);
-        assert_no_problems("image pull policies", problems);
+        assert_no_problems("image pull policies", findings);
     });
 }
 
@@ -421,16 +390,12 @@ fn no_sidecar_is_given_a_deprecated_flag() {
                 let repo = image_repository(&c.image);
                 for (image, flag, why) in deprecated {
                     if repo.ends_with(&format!("/{image}")) && c.args.iter().any(|a| a.starts_with(flag)) {
-                        findings.push((
-                            t.render.dir.clone(),
-                            format!("{}: {} passes {flag}…: {why}", t.what(), c.name),
-                        ));
+                        findings.push(format!("{}: {} passes {flag}…: {why}", t.what(), c.name));
                     }
                 }
             }
         }
-        let problems = strict_problems("no_sidecar_is_given_a_deprecated_flag", findings);
-        assert_no_problems("deprecated sidecar flags", problems);
+        assert_no_problems("deprecated sidecar flags", findings);
     });
 }
 
@@ -441,9 +406,6 @@ fn each_sidecar_has_one_version_across_all_manifests() {
         // sidecar; two in the manifests means one of them was forgotten.
         let mut tags: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
         for t in pod_templates(renders) {
-            if owned_elsewhere(&t.render.dir).is_some() {
-                continue;
-            }
             for c in t.containers.iter().filter(|c| !c.is_ours()) {
                 if let Some(tag) = image_tag(&c.image) {
                     tags.entry(image_repository(&c.image).to_owned())

@@ -35,11 +35,30 @@ pub struct ControllerService {
     locks: VolumeLocks,
     topology: TopologyKeys,
     max_volume_bytes: i64,
+    /// The kinds CreateVolume may create (`--volume-types`).
+    kinds: Vec<VolumeKind>,
 }
 
 impl ControllerService {
     pub fn new(backend: Backend, topology: TopologyKeys, max_volume_bytes: i64) -> Self {
-        Self { backend, locks: VolumeLocks::default(), topology, max_volume_bytes }
+        Self {
+            backend,
+            locks: VolumeLocks::default(),
+            topology,
+            max_volume_bytes,
+            kinds: vec![VolumeKind::Block, VolumeKind::File],
+        }
+    }
+
+    /// Serves only these kinds. A file-only driver needs no attach, so it
+    /// does not advertise PUBLISH_UNPUBLISH_VOLUME either.
+    pub fn with_volume_kinds(mut self, kinds: Vec<VolumeKind>) -> Self {
+        self.kinds = kinds;
+        self
+    }
+
+    fn serves_block(&self) -> bool {
+        self.kinds.contains(&VolumeKind::Block)
     }
 
     pub fn backend(&self) -> &Backend {
@@ -71,6 +90,13 @@ impl ControllerService {
         let capabilities = capability::parse_all(&req.volume_capabilities)?;
         let parameters = own_parameters(&req.parameters)?;
         let kind = VolumeKind::parse(parameters.get("type").map(String::as_str).unwrap_or_default())?;
+        if !self.kinds.contains(&kind) {
+            return Err(Error::InvalidArgument(format!(
+                "this driver serves {} volumes only (--volume-types), not type={}",
+                self.kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(" and "),
+                kind.as_str()
+            )));
+        }
         if let Some(reason) = capabilities.iter().find_map(|c| unsupported_reason(kind, c)) {
             return Err(Error::InvalidArgument(reason));
         }
@@ -475,6 +501,8 @@ impl Controller for ControllerService {
             Type::SingleNodeMultiWriter,
         ]
         .into_iter()
+        // Without block volumes nothing is ever attached: no publish RPCs.
+        .filter(|t| self.serves_block() || !matches!(t, Type::PublishUnpublishVolume | Type::PublishReadonly))
         .map(|t| ControllerServiceCapability { r#type: Some(CapType::Rpc(Rpc { r#type: t as i32 })) })
         .collect();
         Ok(Response::new(ControllerGetCapabilitiesResponse { capabilities }))

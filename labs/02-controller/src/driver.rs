@@ -3,7 +3,7 @@
 use lab01_identity::args::{DriverArgs, parse_size};
 use lab01_identity::identity::{IdentityService, PluginCapabilities};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, VolumeKind};
 use crate::controller::ControllerService;
 use crate::topology::TopologyKeys;
 
@@ -17,6 +17,18 @@ pub struct ControllerArgs {
     /// is a policy, not the backend's free space).
     #[arg(long, default_value = "1Ti", value_parser = parse_size)]
     pub max_volume_size: i64,
+
+    /// The volume types CreateVolume creates: `block`, `file`, or both. A
+    /// file-only driver (`file`) advertises no ControllerPublish.
+    #[arg(long, value_delimiter = ',', default_value = "block,file", value_parser = parse_volume_type)]
+    pub volume_types: Vec<VolumeKind>,
+}
+
+fn parse_volume_type(value: &str) -> Result<VolumeKind, String> {
+    match value {
+        "block" | "file" => VolumeKind::parse(value).map_err(|e| e.to_string()),
+        other => Err(format!("unknown volume type {other:?}: use block, file or block,file")),
+    }
 }
 
 /// The Controller service over the backend named by the flags.
@@ -27,7 +39,8 @@ pub fn controller_service(args: &ControllerArgs) -> anyhow::Result<ControllerSer
         backend,
         TopologyKeys::for_driver(&args.driver.drivername),
         args.max_volume_size,
-    ))
+    )
+    .with_volume_kinds(args.volume_types.clone()))
 }
 
 /// Identity for a driver that serves the Controller service. Online expansion

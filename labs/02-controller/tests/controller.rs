@@ -668,6 +668,39 @@ async fn validate_volume_capabilities_does_not_confirm_unknown_parameters() {
     assert!(r.message.contains("speed"), "the message names it: {}", r.message);
 }
 
+#[tokio::test]
+async fn a_file_only_controller_refuses_block_volumes_and_advertises_no_attach() {
+    use lab02_controller::backend::{Backend, VolumeKind};
+    use lab02_controller::controller::ControllerService;
+    use lab02_controller::topology::TopologyKeys;
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Backend::open(&dir.path().join("backend")).unwrap();
+    let service = ControllerService::new(backend, TopologyKeys::for_driver("file.csi.workshop.dev"), 1 << 40)
+        .with_volume_kinds(vec![VolumeKind::File]);
+    let router = lab01_identity::server::grpc_server()
+        .add_service(lab01_identity::csi::controller_server::ControllerServer::new(service));
+    let server = lab01_identity::testing::TestServer::start(router, dir.path()).await;
+    let mut client = lab01_identity::csi::controller_client::ControllerClient::new(server.channel().await);
+
+    let r = client.create_volume(create_request("blk", "block", 16 * MIB)).await;
+    assert_eq!(code(r), Code::InvalidArgument, "a file-only driver must refuse type=block");
+    client.create_volume(create_request("share", "file", 16 * MIB)).await.expect("file volumes are served");
+    let caps: Vec<i32> = client
+        .controller_get_capabilities(ControllerGetCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .capabilities
+        .into_iter()
+        .filter_map(|c| match c.r#type {
+            Some(CapType::Rpc(rpc)) => Some(rpc.r#type),
+            None => None,
+        })
+        .collect();
+    assert!(!caps.contains(&(Rpc::PublishUnpublishVolume as i32)), "nothing to attach: {caps:?}");
+    assert!(caps.contains(&(Rpc::CreateDeleteVolume as i32)));
+}
+
 async fn futures_join<T>(handles: impl IntoIterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
     let mut out = vec![];
     for handle in handles {

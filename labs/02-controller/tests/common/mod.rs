@@ -34,6 +34,10 @@ pub fn args(dir: &std::path::Path) -> ControllerArgs {
             log_level: "info".into(),
         },
         max_volume_size: 1 << 40,
+        volume_types: vec![
+            lab02_controller::backend::VolumeKind::Block,
+            lab02_controller::backend::VolumeKind::File,
+        ],
     }
 }
 

@@ -61,6 +61,10 @@ fn args(dir: &Path) -> NodeArgs {
                 log_level: "info".into(),
             },
             max_volume_size: 1 << 40,
+            volume_types: vec![
+                lab02_controller::backend::VolumeKind::Block,
+                lab02_controller::backend::VolumeKind::File,
+            ],
         },
         mode: ServeMode::All,
         nodeid: Some(NODE.into()),

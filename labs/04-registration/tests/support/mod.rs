@@ -76,6 +76,10 @@ impl Scene {
                     log_level: "info".into(),
                 },
                 max_volume_size: 1 << 30,
+                volume_types: vec![
+                    lab02_controller::backend::VolumeKind::Block,
+                    lab02_controller::backend::VolumeKind::File,
+                ],
             },
             mode: Mode::Node,
             nodeid: Some(NODE.into()),

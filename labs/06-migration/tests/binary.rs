@@ -1,6 +1,6 @@
 //! The `csi-migrate` binary against the faked API server over real HTTP
-//! (see `fake::serve_http`), as the cluster check runs it: the exit codes,
-//! and `CSI_MIGRATE_CRASH`, which must kill the process with SIGKILL in the
+//! (see `fake::serve_http`), as the cluster check runs it: a dry run, the
+//! exit codes, and `CSI_MIGRATE_CRASH`, which must kill the process with SIGKILL in the
 //! middle of a step and leave a state the next run resumes from.
 
 mod fake;
@@ -54,8 +54,14 @@ async fn csi_migrate_crash_kills_the_binary_mid_step_and_the_next_run_finishes()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stop_exits_3_a_rollback_exits_0_and_a_bad_fault_is_refused_before_anything_is_done() {
+async fn a_dry_run_writes_nothing_a_stop_exits_3_a_rollback_exits_0_and_a_bad_fault_is_refused() {
     let state = fake::legacy_cluster();
+    let (out, _dir) = csi_migrate(&state, &["--dry-run", "--drain"], None).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("legacy-1: plan (10 step(s) left"), "{}", text(&out));
+    assert!(text(&out).ends_with("dry run: nothing was changed\n"), "{}", text(&out));
+    assert!(state.lock().unwrap().writes.is_empty(), "a dry run writes nothing");
+
     let (out, _dir) = csi_migrate(&state, &["--drain", "--stop-after-step", "7"], None).await;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("stopped after step 7 (create-csi-pv) of PV legacy-1"), "{}", text(&out));

@@ -35,6 +35,10 @@ async fn start_driver(host: &Host) -> (TestServer, ControllerClient<Channel>, No
                 log_level: "info".into(),
             },
             max_volume_size: 1 << 40,
+            volume_types: vec![
+                lab02_controller::backend::VolumeKind::Block,
+                lab02_controller::backend::VolumeKind::File,
+            ],
         },
         mode: ServeMode::All,
         nodeid: Some("node-a".into()),

@@ -1,5 +1,7 @@
 //! Assembling the lab 02 driver from its parts; lab 03 reuses this.
 
+use std::path::PathBuf;
+
 use lab01_identity::args::{DriverArgs, parse_size};
 use lab01_identity::identity::{IdentityService, PluginCapabilities};
 
@@ -22,6 +24,23 @@ pub struct ControllerArgs {
     /// file-only driver (`file`) advertises no ControllerPublish.
     #[arg(long, value_delimiter = ',', default_value = "block,file", value_parser = parse_volume_type)]
     pub volume_types: Vec<VolumeKind>,
+}
+
+impl ControllerArgs {
+    /// The flags' defaults for a driver named `drivername` on `backend_dir`:
+    /// for tests and tools that start a driver in-process.
+    pub fn with_backend(drivername: &str, backend_dir: PathBuf) -> Self {
+        Self {
+            driver: DriverArgs {
+                endpoint: String::new(),
+                drivername: drivername.to_owned(),
+                backend_dir,
+                log_level: "info".into(),
+            },
+            max_volume_size: 1 << 40,
+            volume_types: vec![VolumeKind::Block, VolumeKind::File],
+        }
+    }
 }
 
 fn parse_volume_type(value: &str) -> Result<VolumeKind, String> {

@@ -49,6 +49,20 @@ pub struct NodeArgs {
     pub max_volumes_per_node: i64,
 }
 
+impl NodeArgs {
+    /// The flags' defaults for node `nodeid` serving `mode`, with its backend
+    /// and state under `dir`: for tests that start a driver in-process.
+    pub fn in_dir(drivername: &str, dir: &std::path::Path, nodeid: &str, mode: Mode) -> Self {
+        Self {
+            controller: ControllerArgs::with_backend(drivername, dir.join("backend")),
+            mode,
+            nodeid: Some(nodeid.to_owned()),
+            state_dir: dir.join("state"),
+            max_volumes_per_node: 0,
+        }
+    }
+}
+
 /// Builds the router with the services `args.mode` asks for.
 pub fn router(args: &NodeArgs) -> anyhow::Result<Router> {
     let serve_controller = args.mode != Mode::Node;

@@ -9,16 +9,14 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use lab01_identity::args::DriverArgs;
 use lab01_identity::csi::controller_client::ControllerClient;
 use lab01_identity::csi::node_client::NodeClient;
 use lab01_identity::csi::volume_capability::access_mode::Mode;
 use lab01_identity::csi::*;
 use lab01_identity::testing::TestServer;
 use lab02_controller::capability::capability;
-use lab02_controller::driver::ControllerArgs;
 use lab03_node::driver::{Mode as ServeMode, NodeArgs, router};
 use support::{Host, require_root};
 use tonic::transport::Channel;
@@ -26,25 +24,9 @@ use tonic::transport::Channel;
 /// The lab 03 driver (all services, node node-a) on the Host's backend, in
 /// this process, on a socket under the Host's temp dir.
 async fn start_driver(host: &Host) -> (TestServer, ControllerClient<Channel>, NodeClient<Channel>) {
-    let args = NodeArgs {
-        controller: ControllerArgs {
-            driver: DriverArgs {
-                endpoint: String::new(),
-                drivername: "csi.workshop.dev".into(),
-                backend_dir: host.backend(),
-                log_level: "info".into(),
-            },
-            max_volume_size: 1 << 40,
-            volume_types: vec![
-                lab02_controller::backend::VolumeKind::Block,
-                lab02_controller::backend::VolumeKind::File,
-            ],
-        },
-        mode: ServeMode::All,
-        nodeid: Some("node-a".into()),
-        state_dir: host.path("csi-state"),
-        max_volumes_per_node: 0,
-    };
+    // csi-state: the Flex driver keeps its own records under the Host too.
+    let mut args = NodeArgs::in_dir("csi.workshop.dev", host.dir.path(), "node-a", ServeMode::All);
+    args.state_dir = host.path("csi-state");
     let server = TestServer::start(router(&args).expect("the lab 03 driver starts"), host.dir.path()).await;
     let channel = server.channel().await;
     (server, ControllerClient::new(channel.clone()), NodeClient::new(channel))
@@ -83,6 +65,78 @@ fn snapshot(root: &Path) -> BTreeMap<String, String> {
     found
 }
 
+/// What kubelet and the attacher ask of the CSI driver to give a pod the
+/// volume: ControllerPublish, NodeStage, NodePublish. Returns the target.
+async fn attach_stage_publish(
+    host: &Host,
+    controller: &mut ControllerClient<Channel>,
+    node: &mut NodeClient<Channel>,
+    volume_id: &str,
+    cap: &VolumeCapability,
+) -> PathBuf {
+    let staging = host.path(&format!("staging/{volume_id}"));
+    std::fs::create_dir_all(&staging).unwrap();
+    let target = host.path(&format!("pods/csi/{volume_id}"));
+    controller
+        .controller_publish_volume(ControllerPublishVolumeRequest {
+            volume_id: volume_id.into(),
+            node_id: "node-a".into(),
+            volume_capability: Some(cap.clone()),
+            ..Default::default()
+        })
+        .await
+        .expect("ControllerPublish of the adopted volume");
+    node.node_stage_volume(NodeStageVolumeRequest {
+        volume_id: volume_id.into(),
+        staging_target_path: staging.display().to_string(),
+        volume_capability: Some(cap.clone()),
+        ..Default::default()
+    })
+    .await
+    .expect("NodeStage of the adopted volume (an existing filesystem or directory: no mkfs)");
+    node.node_publish_volume(NodePublishVolumeRequest {
+        volume_id: volume_id.into(),
+        staging_target_path: staging.display().to_string(),
+        target_path: target.display().to_string(),
+        volume_capability: Some(cap.clone()),
+        ..Default::default()
+    })
+    .await
+    .expect("NodePublish");
+    target
+}
+
+/// The way back: NodeUnpublish, NodeUnstage, ControllerUnpublish.
+async fn unpublish_unstage_detach(
+    host: &Host,
+    controller: &mut ControllerClient<Channel>,
+    node: &mut NodeClient<Channel>,
+    volume_id: &str,
+) {
+    let target = host.path(&format!("pods/csi/{volume_id}"));
+    let staging = host.path(&format!("staging/{volume_id}"));
+    node.node_unpublish_volume(NodeUnpublishVolumeRequest {
+        volume_id: volume_id.into(),
+        target_path: target.display().to_string(),
+    })
+    .await
+    .unwrap();
+    node.node_unstage_volume(NodeUnstageVolumeRequest {
+        volume_id: volume_id.into(),
+        staging_target_path: staging.display().to_string(),
+    })
+    .await
+    .unwrap();
+    controller
+        .controller_unpublish_volume(ControllerUnpublishVolumeRequest {
+            volume_id: volume_id.into(),
+            node_id: "node-a".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_flex_volume_is_staged_by_the_csi_driver_without_reformatting() {
     if !require_root() {
@@ -102,55 +156,14 @@ async fn a_flex_volume_is_staged_by_the_csi_driver_without_reformatting() {
 
     // The CSI life, on the same backend directory.
     let (server, mut controller, mut node) = start_driver(&host).await;
-    let cap = || capability(Mode::SingleNodeWriter, false, "ext4");
-
-    controller
-        .controller_publish_volume(ControllerPublishVolumeRequest {
-            volume_id: "vol-1".into(),
-            node_id: "node-a".into(),
-            volume_capability: Some(cap()),
-            ..Default::default()
-        })
-        .await
-        .expect("ControllerPublish of the adopted volume");
-    let staging = host.path("staging/vol-1");
-    std::fs::create_dir_all(&staging).unwrap();
-    let target = host.path("pods/csi/vol-1");
-    node.node_stage_volume(NodeStageVolumeRequest {
-        volume_id: "vol-1".into(),
-        staging_target_path: staging.display().to_string(),
-        volume_capability: Some(cap()),
-        ..Default::default()
-    })
-    .await
-    .expect("NodeStage finds ext4 on the image and mounts it (no mkfs)");
-    node.node_publish_volume(NodePublishVolumeRequest {
-        volume_id: "vol-1".into(),
-        staging_target_path: staging.display().to_string(),
-        target_path: target.display().to_string(),
-        volume_capability: Some(cap()),
-        ..Default::default()
-    })
-    .await
-    .expect("NodePublish");
+    let cap = capability(Mode::SingleNodeWriter, false, "ext4");
+    let target = attach_stage_publish(&host, &mut controller, &mut node, "vol-1", &cap).await;
     assert_eq!(
         std::fs::read_to_string(target.join("marker.txt")).unwrap(),
         "written under flex",
         "same data, not reformatted"
     );
-
-    node.node_unpublish_volume(NodeUnpublishVolumeRequest {
-        volume_id: "vol-1".into(),
-        target_path: target.display().to_string(),
-    })
-    .await
-    .unwrap();
-    node.node_unstage_volume(NodeUnstageVolumeRequest {
-        volume_id: "vol-1".into(),
-        staging_target_path: staging.display().to_string(),
-    })
-    .await
-    .unwrap();
+    unpublish_unstage_detach(&host, &mut controller, &mut node, "vol-1").await;
     server.stop().await;
     assert_eq!((host.mounts(), host.loops()), (0, 0), "nothing left mounted or attached");
 }
@@ -190,35 +203,8 @@ async fn a_flex_file_directory_is_adopted_by_the_csi_driver_without_touching_its
     // The CSI life: attach (a no-op for a directory, but kubelet asks, as
     // the CSIDriver has attachRequired), stage, publish, read, and back.
     let (server, mut controller, mut node) = start_driver(&host).await;
-    let cap = || capability(Mode::MultiNodeMultiWriter, false, "");
-    controller
-        .controller_publish_volume(ControllerPublishVolumeRequest {
-            volume_id: "vol-f".into(),
-            node_id: "node-a".into(),
-            volume_capability: Some(cap()),
-            ..Default::default()
-        })
-        .await
-        .expect("ControllerPublish of the adopted directory");
-    let staging = host.path("staging/vol-f");
-    let target = host.path("pods/csi/vol-f");
-    node.node_stage_volume(NodeStageVolumeRequest {
-        volume_id: "vol-f".into(),
-        staging_target_path: staging.display().to_string(),
-        volume_capability: Some(cap()),
-        ..Default::default()
-    })
-    .await
-    .expect("NodeStage bind-mounts the existing directory");
-    node.node_publish_volume(NodePublishVolumeRequest {
-        volume_id: "vol-f".into(),
-        staging_target_path: staging.display().to_string(),
-        target_path: target.display().to_string(),
-        volume_capability: Some(cap()),
-        ..Default::default()
-    })
-    .await
-    .expect("NodePublish");
+    let cap = capability(Mode::MultiNodeMultiWriter, false, "");
+    let target = attach_stage_publish(&host, &mut controller, &mut node, "vol-f", &cap).await;
     assert_eq!(std::fs::read_to_string(target.join("marker.txt")).unwrap(), "written under flex");
     assert_eq!(
         std::fs::read(target.join("latest")).unwrap().len(),
@@ -227,26 +213,7 @@ async fn a_flex_file_directory_is_adopted_by_the_csi_driver_without_touching_its
     );
     assert_eq!(snapshot(&target), before, "the pod sees the very same tree: same inodes, not a copy");
 
-    node.node_unpublish_volume(NodeUnpublishVolumeRequest {
-        volume_id: "vol-f".into(),
-        target_path: target.display().to_string(),
-    })
-    .await
-    .unwrap();
-    node.node_unstage_volume(NodeUnstageVolumeRequest {
-        volume_id: "vol-f".into(),
-        staging_target_path: staging.display().to_string(),
-    })
-    .await
-    .unwrap();
-    controller
-        .controller_unpublish_volume(ControllerUnpublishVolumeRequest {
-            volume_id: "vol-f".into(),
-            node_id: "node-a".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    unpublish_unstage_detach(&host, &mut controller, &mut node, "vol-f").await;
     server.stop().await;
     assert_eq!(snapshot(&data), before, "adopting and releasing the directory changed nothing in it");
     assert_eq!((host.mounts(), host.loops()), (0, 0), "nothing left mounted or attached");

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use lab01_identity::args::DriverArgs;
 use lab01_identity::csi::controller_client::ControllerClient;
 use lab01_identity::csi::controller_server::ControllerServer;
 use lab01_identity::csi::identity_server::IdentityServer;
@@ -26,19 +25,7 @@ pub struct Driver {
 }
 
 pub fn args(dir: &std::path::Path) -> ControllerArgs {
-    ControllerArgs {
-        driver: DriverArgs {
-            endpoint: String::new(),
-            drivername: "csi.workshop.dev".into(),
-            backend_dir: dir.join("backend"),
-            log_level: "info".into(),
-        },
-        max_volume_size: 1 << 40,
-        volume_types: vec![
-            lab02_controller::backend::VolumeKind::Block,
-            lab02_controller::backend::VolumeKind::File,
-        ],
-    }
+    ControllerArgs::with_backend("csi.workshop.dev", dir.join("backend"))
 }
 
 impl Driver {

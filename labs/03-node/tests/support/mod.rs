@@ -5,14 +5,12 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use lab01_identity::args::DriverArgs;
 use lab01_identity::csi::controller_client::ControllerClient;
 use lab01_identity::csi::node_client::NodeClient;
 use lab01_identity::csi::volume_capability::access_mode::Mode;
 use lab01_identity::csi::*;
 use lab01_identity::testing::TestServer;
 use lab02_controller::capability::capability;
-use lab02_controller::driver::ControllerArgs;
 use lab03_node::driver::{Mode as ServeMode, NodeArgs, router};
 use tonic::transport::Channel;
 
@@ -52,25 +50,7 @@ pub struct Driver {
 }
 
 fn args(dir: &Path) -> NodeArgs {
-    NodeArgs {
-        controller: ControllerArgs {
-            driver: DriverArgs {
-                endpoint: String::new(),
-                drivername: "csi.workshop.dev".into(),
-                backend_dir: dir.join("backend"),
-                log_level: "info".into(),
-            },
-            max_volume_size: 1 << 40,
-            volume_types: vec![
-                lab02_controller::backend::VolumeKind::Block,
-                lab02_controller::backend::VolumeKind::File,
-            ],
-        },
-        mode: ServeMode::All,
-        nodeid: Some(NODE.into()),
-        state_dir: dir.join("state"),
-        max_volumes_per_node: 0,
-    }
+    NodeArgs::in_dir("csi.workshop.dev", dir, NODE, ServeMode::All)
 }
 
 async fn serve(dir: &Path) -> (TestServer, ControllerClient<Channel>, NodeClient<Channel>) {

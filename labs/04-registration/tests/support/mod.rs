@@ -7,10 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lab01_identity::args::DriverArgs;
 use lab01_identity::server::bind_unix_socket;
 use lab01_identity::testing::TestServer;
-use lab02_controller::driver::ControllerArgs;
 use lab03_node::driver::{Mode, NodeArgs, router};
 use lab04_registration::Error;
 use lab04_registration::kubelet::{Attempt, Event, Options, PluginWatcher};
@@ -67,25 +65,8 @@ impl Scene {
     /// The lab 03 driver, serving Identity and Node as in the DaemonSet.
     pub async fn start_driver(&self) -> TestServer {
         std::fs::create_dir_all(self.plugin_dir()).unwrap();
-        let args = NodeArgs {
-            controller: ControllerArgs {
-                driver: DriverArgs {
-                    endpoint: String::new(),
-                    drivername: DRIVER.into(),
-                    backend_dir: self.path("backend"),
-                    log_level: "info".into(),
-                },
-                max_volume_size: 1 << 30,
-                volume_types: vec![
-                    lab02_controller::backend::VolumeKind::Block,
-                    lab02_controller::backend::VolumeKind::File,
-                ],
-            },
-            mode: Mode::Node,
-            nodeid: Some(NODE.into()),
-            state_dir: self.path("state"),
-            max_volumes_per_node: 0,
-        };
+        let mut args = NodeArgs::in_dir(DRIVER, &self.dir.path(), NODE, Mode::Node);
+        args.controller.max_volume_size = 1 << 30;
         TestServer::start(router(&args).expect("the lab 03 driver starts"), &self.plugin_dir()).await
     }
 

@@ -1,6 +1,7 @@
 //! Compiles `proto/csi.proto` with protox (a protobuf compiler written in Rust),
 //! so neither trainees nor CI need `protoc` installed.
 
+// ANCHOR: build-rs
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto = "proto/csi.proto";
     println!("cargo:rerun-if-changed={proto}");
@@ -14,3 +15,4 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_fds(descriptors)?;
     Ok(())
 }
+// ANCHOR_END: build-rs

@@ -2,6 +2,7 @@
 
 use tonic::Status;
 
+// ANCHOR: identity-error
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid driver name {name:?}: {reason}")]
@@ -22,3 +23,4 @@ impl From<Error> for Status {
         }
     }
 }
+// ANCHOR_END: identity-error

@@ -7,6 +7,7 @@ use lab01_identity::csi::identity_server::IdentityServer;
 use lab01_identity::identity::{IdentityService, PluginCapabilities};
 use lab01_identity::server;
 
+// ANCHOR: lab01-main
 #[derive(Debug, Parser)]
 #[command(name = "csi-lab01", version, about = "CSI Identity service (lab 01)")]
 struct Cli {
@@ -31,3 +32,4 @@ async fn main() -> anyhow::Result<()> {
     let router = server::grpc_server().add_service(IdentityServer::new(identity));
     server::serve(router, &cli.driver.endpoint, server::shutdown_signal()).await.context("serving CSI")
 }
+// ANCHOR_END: lab01-main

@@ -468,7 +468,18 @@ impl Linter {
                 included.push(file.clone());
             }
             match d.part {
-                IncludePart::Whole => {}
+                // A shared page may be included whole; code only by anchor, so
+                // the book shows a named, deliberate part of a file.
+                IncludePart::Whole if file.extension().is_some_and(|x| x == "md") => {}
+                IncludePart::Whole => self.problem(
+                    page,
+                    d.line,
+                    format!(
+                        "{what}: a whole file; the book includes code by anchor only \
+                         (add `ANCHOR: name` / `ANCHOR_END: name` lines and write `{}:name`)",
+                        d.path
+                    ),
+                ),
                 IncludePart::Lines(range) => self.problem(
                     page,
                     d.line,
@@ -954,7 +965,7 @@ x
     #[test]
     fn a_small_book_is_linted_end_to_end() {
         let lab = "# Lab 1\n\n## Purpose\n## Concepts\n## Steps\n\
-                   {{#include ../../code/a.rs:probe}}\n{{#include ../../code/a.rs:gone}}\n{{#include ../../code/a.rs:3}}\n\
+                   {{#include ../../code/a.rs:probe}}\n{{#include ../../code/a.rs:gone}}\n{{#include ../../code/a.rs:3}}\n{{#include ../../code/a.rs}}\n\
                    ## What the check checks\n## Verification\n## Next\n[intro](intro.md#welcome) [bad](intro.md#nope) [self](#steps)\n";
         let found = lint_book(
             &[
@@ -974,8 +985,9 @@ x
             "book/src/intro.md:3: link `missing.png`: book/src/missing.png does not exist",
             "book/src/lab01.md:7: {{#include ../../code/a.rs}}:gone: no `ANCHOR: gone` in code/a.rs (mdBook would include nothing)",
             "book/src/lab01.md:8: {{#include ../../code/a.rs}}:3: include by line numbers",
-            "book/src/lab01.md:9: lab chapter: `## What the check checks` is out of order",
-            "book/src/lab01.md:12: link `intro.md#nope`: no heading with id `nope` in book/src/intro.md",
+            "book/src/lab01.md:9: {{#include ../../code/a.rs}}: a whole file; the book includes code by anchor only",
+            "book/src/lab01.md:10: lab chapter: `## What the check checks` is out of order",
+            "book/src/lab01.md:13: link `intro.md#nope`: no heading with id `nope` in book/src/intro.md",
             "book/src/lab02.md:1: warning: lab chapter is still a placeholder",
             "book/src/lab02.md:0: warning: not listed in SUMMARY.md",
         ];

@@ -57,6 +57,8 @@ for check in "${checks[@]}"; do
   elif ((rc != 0)); then
     result=FAIL
     bad=$((bad + 1))
+  elif ((p == 0 && s > 0)); then
+    result=SKIP
   elif ((s > 0)); then
     # Passed what could run here: a SKIP is not a pass, so say it in the row.
     result="PASS, $s SKIP"

@@ -209,6 +209,13 @@ _l5_etcd_claims() {
   printf '%s\n' "$out" >&2
   awk 'NR > 1 { printf "%s%s %s", sep, $1, $2; sep = " " } END { print "" }' <<<"$out"
 }
+# _l5_etcd_bindings: "claim=uid/volume" for data-etcd-0..2, one line: what
+# must be the same before and after a scale-down and scale-up (the same
+# claims, bound to the same PVs).
+_l5_etcd_bindings() {
+  _l5_k get pvc data-etcd-0 data-etcd-1 data-etcd-2 \
+    -o jsonpath='{range .items[*]}{.metadata.name}={.metadata.uid}/{.spec.volumeName}{" "}{end}'
+}
 # _l5_local_pv_table: the chapter's `kubectl get pv -l ...managed-by=...`;
 # passes when it lists three PVs, all Available.
 _l5_local_pv_table() {
@@ -498,12 +505,19 @@ cluster_checks_lab05() {
   check "deleting etcd-1: it comes back with the same claim" "the StatefulSet recreates etcd-1 and reuses data-etcd-1" \
     bash -c "kubectl -n $CLUSTER_NAMESPACE delete pod etcd-1 --wait=true --timeout=120s && kubectl -n $CLUSTER_NAMESPACE rollout status statefulset/etcd --timeout=300s" || _cc_fail
   check "etcd-1 still has lab05=hello" "the member's data directory is on its PV" cluster_poll 120 _l5_etcd_get etcd-1 lab05 hello || _cc_fail
+  local etcd_before
+  etcd_before=$(_l5_etcd_bindings)
+  echo "etcd claims before scaling: $etcd_before"
   check "scale to 1: the claims stay" "scale-down never deletes PVCs (persistentVolumeClaimRetentionPolicy defaults to Retain)" \
     bash -c "kubectl -n $CLUSTER_NAMESPACE scale statefulset/etcd --replicas=1 && kubectl -n $CLUSTER_NAMESPACE wait pod/etcd-2 --for=delete --timeout=120s && kubectl -n $CLUSTER_NAMESPACE get pvc data-etcd-1 data-etcd-2" || _cc_fail
   check "scale back to 3: every member reuses its claim" "the new etcd-1/etcd-2 mount data-etcd-1/2 again" \
     bash -c "kubectl -n $CLUSTER_NAMESPACE scale statefulset/etcd --replicas=3 && kubectl -n $CLUSTER_NAMESPACE rollout status statefulset/etcd --timeout=300s" || _cc_fail
   check "etcd-2 reads lab05=hello (data intact)" "the member rejoined from the data on its volume" \
     cluster_poll 180 _l5_etcd_get etcd-2 lab05 hello || _cc_fail
+  check "after scaling, data-etcd-0..2 are the same claims bound to the same PVs" \
+    "a new uid or volumeName means a claim was recreated: scale-down must keep the claims (Retain)" \
+    bash -c '[[ -n $1 && $1 == "$2" ]] || { echo "before: $1"; echo "after:  $2"; exit 1; }' _ \
+    "$etcd_before" "$(_l5_etcd_bindings)" || _cc_fail
 
   # Local PVs (C25-C27)
   local lex=$root/local-pv/exercise

@@ -463,19 +463,7 @@ async fn expanding_a_block_volume_grows_the_image_and_asks_for_node_expansion() 
 #[tokio::test]
 async fn controller_capabilities_advertise_what_is_served() {
     let mut d = Driver::start().await;
-    let caps: Vec<i32> = d
-        .client
-        .controller_get_capabilities(ControllerGetCapabilitiesRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .capabilities
-        .into_iter()
-        .filter_map(|c| match c.r#type {
-            Some(CapType::Rpc(rpc)) => Some(rpc.r#type),
-            _ => None,
-        })
-        .collect();
+    let caps = rpc_capabilities(&mut d.client).await;
     for wanted in [
         Rpc::CreateDeleteVolume,
         Rpc::PublishUnpublishVolume,
@@ -685,7 +673,16 @@ async fn a_file_only_controller_refuses_block_volumes_and_advertises_no_attach()
     let r = client.create_volume(create_request("blk", "block", 16 * MIB)).await;
     assert_eq!(code(r), Code::InvalidArgument, "a file-only driver must refuse type=block");
     client.create_volume(create_request("share", "file", 16 * MIB)).await.expect("file volumes are served");
-    let caps: Vec<i32> = client
+    let caps = rpc_capabilities(&mut client).await;
+    assert!(!caps.contains(&(Rpc::PublishUnpublishVolume as i32)), "nothing to attach: {caps:?}");
+    assert!(caps.contains(&(Rpc::CreateDeleteVolume as i32)));
+}
+
+/// The RPC capabilities ControllerGetCapabilities lists, as enum values.
+async fn rpc_capabilities(
+    client: &mut lab01_identity::csi::controller_client::ControllerClient<tonic::transport::Channel>,
+) -> Vec<i32> {
+    client
         .controller_get_capabilities(ControllerGetCapabilitiesRequest {})
         .await
         .unwrap()
@@ -696,9 +693,7 @@ async fn a_file_only_controller_refuses_block_volumes_and_advertises_no_attach()
             Some(CapType::Rpc(rpc)) => Some(rpc.r#type),
             None => None,
         })
-        .collect();
-    assert!(!caps.contains(&(Rpc::PublishUnpublishVolume as i32)), "nothing to attach: {caps:?}");
-    assert!(caps.contains(&(Rpc::CreateDeleteVolume as i32)));
+        .collect()
 }
 
 async fn futures_join<T>(handles: impl IntoIterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {

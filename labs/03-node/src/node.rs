@@ -26,7 +26,7 @@ use lab02_controller::validate;
 use tonic::{Request, Response, Status};
 
 use crate::error::{Error, Result};
-use crate::paths::host_path;
+use crate::paths::{host_path, lookup_path};
 use crate::state::{NodeState, NodeVolume, Published, Staged};
 use crate::{fs, loopdev, mount};
 
@@ -551,6 +551,9 @@ impl Node for NodeService {
         let req = request.into_inner();
         record_volume_id(&req.volume_id);
         let id = validate::volume_id(&req.volume_id)?.to_owned();
+        let target = host_path("target_path", &req.target_path)?;
+        let cap =
+            capability::parse(validate::required("volume_capability", req.volume_capability.as_ref())?)?;
         if req.staging_target_path.is_empty() {
             // The spec's answer when a plugin with STAGE_UNSTAGE_VOLUME gets
             // no staging path: the CO skipped NodeStageVolume.
@@ -559,9 +562,6 @@ impl Node for NodeService {
             ));
         }
         let staging = host_path("staging_target_path", &req.staging_target_path)?;
-        let target = host_path("target_path", &req.target_path)?;
-        let cap =
-            capability::parse(validate::required("volume_capability", req.volume_capability.as_ref())?)?;
         let readonly = req.readonly;
         self.blocking(&id.clone(), move |s| s.publish(&id, &staging, &target, &cap, readonly)).await?;
         Ok(Response::new(NodePublishVolumeResponse {}))
@@ -586,7 +586,7 @@ impl Node for NodeService {
         let req = request.into_inner();
         record_volume_id(&req.volume_id);
         let id = validate::volume_id(&req.volume_id)?.to_owned();
-        let path = host_path("volume_path", &req.volume_path)?;
+        let path = lookup_path("volume_path", &req.volume_path)?;
         // Stats only read: no volume lock, so they never wait behind a mkfs.
         let this = self.clone();
         let span = tracing::Span::current();
@@ -603,7 +603,7 @@ impl Node for NodeService {
         let req = request.into_inner();
         record_volume_id(&req.volume_id);
         let id = validate::volume_id(&req.volume_id)?.to_owned();
-        let path = host_path("volume_path", &req.volume_path)?;
+        let path = lookup_path("volume_path", &req.volume_path)?;
         let required = req.capacity_range.as_ref().map(|r| r.required_bytes).unwrap_or(0);
         if required < 0 {
             return Err(Status::invalid_argument("capacity_range.required_bytes must not be negative"));

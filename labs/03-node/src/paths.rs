@@ -36,6 +36,17 @@ pub fn host_path(what: &str, value: &str) -> Result<PathBuf> {
 }
 // ANCHOR_END: validate-host-path
 
+/// A path the caller asks about (NodeGetVolumeStats, NodeExpandVolume): it is
+/// only compared with the paths on record, never touched, so anything but
+/// an empty value is a fair question, and a path we do not know is NOT_FOUND
+/// (as the spec's tables, and csi-sanity, expect), not INVALID_ARGUMENT.
+pub fn lookup_path(what: &str, value: &str) -> Result<PathBuf> {
+    if value.is_empty() {
+        return Err(Error::InvalidArgument(format!("{what} is required")));
+    }
+    Ok(PathBuf::from(value))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,5 +60,11 @@ mod tests {
             host_path("target_path", "/var/lib/kubelet/x").unwrap(),
             PathBuf::from("/var/lib/kubelet/x")
         );
+    }
+
+    #[test]
+    fn a_path_that_is_only_looked_up_needs_only_to_be_given() {
+        assert!(lookup_path("volume_path", "").is_err());
+        assert_eq!(lookup_path("volume_path", "some/path").unwrap(), PathBuf::from("some/path"));
     }
 }

@@ -549,3 +549,36 @@ async fn a_raw_block_volume_whose_loop_device_vanished_reports_an_abnormal_condi
     d.unpublish("raw", "dev").await.unwrap();
     d.unstage("raw").await.unwrap();
 }
+
+#[tokio::test]
+async fn questions_about_unknown_volumes_or_paths_are_not_found_and_missing_fields_invalid() {
+    // No root needed: nothing here reaches a mount. These are the answers
+    // csi-sanity checks for.
+    let mut d = Driver::start().await;
+    let unknown = "fake-vol-id-0123456789";
+    let stats = NodeGetVolumeStatsRequest {
+        volume_id: unknown.into(),
+        volume_path: "some/path".into(),
+        staging_target_path: String::new(),
+    };
+    assert_eq!(code(d.node.node_get_volume_stats(stats).await), Code::NotFound, "stats of an unknown volume");
+    let expand = NodeExpandVolumeRequest {
+        volume_id: unknown.into(),
+        volume_path: "some/path".into(),
+        ..Default::default()
+    };
+    assert_eq!(code(d.node.node_expand_volume(expand).await), Code::NotFound, "expanding an unknown volume");
+    let no_path = NodeGetVolumeStatsRequest { volume_id: unknown.into(), ..Default::default() };
+    assert_eq!(code(d.node.node_get_volume_stats(no_path).await), Code::InvalidArgument, "no volume_path");
+
+    // A missing target path or capability is INVALID_ARGUMENT even when the
+    // staging path is missing too: the request itself is malformed.
+    let no_target = NodePublishVolumeRequest { volume_id: unknown.into(), ..Default::default() };
+    assert_eq!(code(d.node.node_publish_volume(no_target).await), Code::InvalidArgument, "no target_path");
+    let no_cap = NodePublishVolumeRequest {
+        volume_id: unknown.into(),
+        target_path: d.target("pod").display().to_string(),
+        ..Default::default()
+    };
+    assert_eq!(code(d.node.node_publish_volume(no_cap).await), Code::InvalidArgument, "no capability");
+}

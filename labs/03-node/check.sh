@@ -161,7 +161,7 @@ if stage local "csi-lab03 on a unix socket: loop devices, mkfs, mounts"; then
     "stage: loopdev::attach, fs::ensure_formatted, mount::mount_device, then record it ($CH, Step 5)" \
     '^staged: true$' csictl node stage --id data --staging-path "$STAGING" --publish-context image=volumes/data/disk.img
   rcheck_output "findmnt: an ext4 filesystem on a loop device is mounted at the staging path" \
-    "NodeStage answered OK but nothing is mounted: stage must mount, not only record ($CH, Step 5)" \
+    "nothing is mounted at the staging path: NodeStage must attach, format and mount, not only record it ($CH, Step 5)" \
     '^/dev/loop[0-9]+ +ext4$' findmnt --noheadings --output SOURCE,FSTYPE --mountpoint "$STAGING"
   rcheck_output "NodePublish: bind-mount the staging path into pod-1's target path" \
     "publish: create the target directory, mount::bind_mount, record it ($CH, Step 7)" \

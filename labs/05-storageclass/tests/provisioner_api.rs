@@ -532,6 +532,22 @@ async fn a_wait_for_first_consumer_claim_waits_for_its_node_then_gets_a_volume_f
     assert_eq!(events(&seen)[0].0, "ProvisioningSucceeded");
 }
 
+/// The API a claim handed back to the scheduler sees: its WaitForFirstConsumer
+/// class, no PV, Events, and the PATCH that removes selected-node. Anything
+/// else (a PV above all) is a test failure.
+fn rescheduling_api() -> (Client, tokio::task::JoinHandle<Vec<Seen>>) {
+    let sc = wffc_class();
+    fake_api(move |method, path, body| match (method.as_str(), path) {
+        ("GET", "/apis/storage.k8s.io/v1/storageclasses/workshop-block") => (200, sc.clone()),
+        ("GET", "/api/v1/persistentvolumes/pvc-0a1b2c") => not_found("pv"),
+        ("POST", "/apis/events.k8s.io/v1/namespaces/apps/events") => echo(body),
+        ("PATCH", "/api/v1/namespaces/apps/persistentvolumeclaims/data") => {
+            (200, serde_json::to_value(claim("workshop-block", "64Mi", None)).unwrap())
+        }
+        other => panic!("unexpected request {other:?}: a rescheduled claim gets no PV"),
+    })
+}
+
 /// The PATCH that took the selected node back, if any.
 fn unselect(seen: &[Seen]) -> Option<&Value> {
     seen.iter()
@@ -544,16 +560,7 @@ fn unselect(seen: &[Seen]) -> Option<&Value> {
 #[tokio::test]
 async fn a_selected_node_without_our_plugin_is_handed_back_to_the_scheduler() {
     let driver = Driver::start().await;
-    let sc = wffc_class();
-    let (client, server) = fake_api(move |method, path, body| match (method.as_str(), path) {
-        ("GET", "/apis/storage.k8s.io/v1/storageclasses/workshop-block") => (200, sc.clone()),
-        ("GET", "/api/v1/persistentvolumes/pvc-0a1b2c") => not_found("pv"),
-        ("POST", "/apis/events.k8s.io/v1/namespaces/apps/events") => echo(body),
-        ("PATCH", "/api/v1/namespaces/apps/persistentvolumeclaims/data") => {
-            (200, serde_json::to_value(claim("workshop-block", "64Mi", None)).unwrap())
-        }
-        other => panic!("unexpected request {other:?}"),
-    });
+    let (client, server) = rescheduling_api();
     let ctx = context(client, &driver);
     let pvc = annotated("workshop-block", json!({"volume.kubernetes.io/selected-node": "control-plane"}));
     controller::reconcile_claim(Arc::new(pvc), ctx.clone()).await.expect("rescheduling is not an error");
@@ -582,16 +589,7 @@ async fn a_selected_node_without_our_plugin_is_handed_back_to_the_scheduler() {
 #[tokio::test]
 async fn resource_exhausted_for_the_selected_node_hands_it_back_to_the_scheduler() {
     let driver = Driver::start().await;
-    let sc = wffc_class();
-    let (client, server) = fake_api(move |method, path, body| match (method.as_str(), path) {
-        ("GET", "/apis/storage.k8s.io/v1/storageclasses/workshop-block") => (200, sc.clone()),
-        ("GET", "/api/v1/persistentvolumes/pvc-0a1b2c") => not_found("pv"),
-        ("POST", "/apis/events.k8s.io/v1/namespaces/apps/events") => echo(body),
-        ("PATCH", "/api/v1/namespaces/apps/persistentvolumeclaims/data") => {
-            (200, serde_json::to_value(claim("workshop-block", "64Mi", None)).unwrap())
-        }
-        other => panic!("unexpected request {other:?}: no PV after RESOURCE_EXHAUSTED"),
-    });
+    let (client, server) = rescheduling_api();
     // worker2 is on another backend: the lab 02 driver cannot place a
     // volume there and answers RESOURCE_EXHAUSTED.
     let ctx = context_with(

@@ -2,6 +2,8 @@
 //! which requests it sends for a new disk, a refused directory, and a
 //! released PV. No cluster, no root.
 
+mod fake_http;
+
 use std::path::{Path, PathBuf};
 
 use http::{Method, Request, Response};
@@ -39,10 +41,7 @@ async fn sync_with(
     let server = tokio::spawn(async move {
         let mut seen = Vec::new();
         while let Some((request, respond)) = handle.next_request().await {
-            let (parts, body) = request.into_parts();
-            let bytes = body.collect_bytes().await.unwrap();
-            let body: Value =
-                if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+            let (parts, body) = fake_http::read_json(request).await;
             let uri = parts.uri.to_string();
             let answer = match (&parts.method, parts.uri.path()) {
                 (&Method::GET, "/api/v1/persistentvolumes") => {

@@ -3,6 +3,8 @@
 //! over a temp backend: create, refuse, expand and delete flows, request by
 //! request. No cluster, no root.
 
+mod fake_http;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,10 +87,7 @@ fn fake_api(
     let server = tokio::spawn(async move {
         let mut seen = Vec::new();
         while let Some((request, respond)) = handle.next_request().await {
-            let (parts, body) = request.into_parts();
-            let bytes = body.collect_bytes().await.unwrap();
-            let body: Value =
-                if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+            let (parts, body) = fake_http::read_json(request).await;
             let path = parts.uri.path().to_owned();
             let (status, json) = answer(&parts.method, &path, &body);
             seen.push(Seen { method: parts.method, path, body });

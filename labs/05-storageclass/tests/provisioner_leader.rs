@@ -6,6 +6,8 @@
 //! Lease expires), stops at once when another replica took the Lease, and
 //! stops its controllers when it loses the Lease.
 
+mod fake_http;
+
 use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
@@ -31,10 +33,7 @@ async fn one_round(answers: Vec<(u16, Value)>) -> (bool, Vec<(Method, Value)>) {
         let mut seen = Vec::new();
         let mut answers = answers.into_iter();
         while let Some((request, respond)) = handle.next_request().await {
-            let (parts, body) = request.into_parts();
-            let bytes = body.collect_bytes().await.unwrap();
-            let body: Value =
-                if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+            let (parts, body) = fake_http::read_json(request).await;
             assert_eq!(parts.uri.path().split('/').nth(6), Some("leases"), "{}", parts.uri);
             seen.push((parts.method, body));
             let (status, json) = answers.next().expect("no more requests expected");
@@ -151,10 +150,7 @@ fn lease_api() -> (Client, Shared) {
     tokio::spawn(async move {
         let mut unanswered = Vec::new();
         while let Some((request, respond)) = handle.next_request().await {
-            let (parts, body) = request.into_parts();
-            let bytes = body.collect_bytes().await.unwrap();
-            let body: Value =
-                if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+            let (parts, body) = fake_http::read_json(request).await;
             let path = parts.uri.path().to_owned();
             let query = parts.uri.query().unwrap_or_default().to_owned();
             if !path.contains("/leases") {
